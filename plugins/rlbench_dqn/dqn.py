@@ -1,0 +1,130 @@
+"""dqn: the standard DQN (Mnih et al. 2015) — replay, target network, linear epsilon decay.
+
+The reference the blog-post variants are measured against. Defaults are RL Zoo's tuned
+CartPole-v1 settings for Stable-Baselines3's DQN, which solve CartPole in 50k steps.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+
+from rlbench import Agent, AgentConfig, AgentContext, Transition
+from rlbench_dqn.common import (
+    LossName,
+    ReplayBuffer,
+    discrete_actions,
+    epsilon_greedy,
+    linear_schedule,
+    td_loss,
+    td_targets,
+)
+
+
+class DQNConfig(AgentConfig):
+    learning_rate: float = Field(2.3e-3, gt=0)
+    """Adam learning rate."""
+    gamma: float = Field(0.99, ge=0, le=1)
+    """Discount factor."""
+    buffer_size: int = Field(100_000, ge=1)
+    """Replay capacity in transitions."""
+    batch_size: int = Field(64, ge=1)
+    """Minibatch size of each gradient step."""
+    learning_starts: int = Field(1000, ge=0)
+    """Environment steps of pure collection before the first gradient step."""
+    train_frequency: int = Field(256, ge=1)
+    """Environment steps between training phases."""
+    gradient_steps: int = Field(128, ge=1)
+    """Gradient steps per training phase."""
+    target_update_interval: int = Field(10, ge=1)
+    """Environment steps between copies of the online weights into the target network."""
+    epsilon_start: float = Field(1.0, ge=0, le=1)
+    """Exploration rate at step 0."""
+    epsilon_end: float = Field(0.04, ge=0, le=1)
+    """Exploration rate after the decay."""
+    exploration_fraction: float = Field(0.16, ge=0, le=1)
+    """Fraction of the training budget over which epsilon decays linearly."""
+    loss: LossName = "huber"
+    """TD loss: "huber" (smooth L1, as in the Nature DQN's error clipping) or "mse"."""
+    max_grad_norm: float = Field(10.0, gt=0)
+    """Gradients are clipped to this global norm."""
+
+
+class DQN(Agent):
+    """DQN with experience replay, a target network and linearly decaying epsilon-greedy.
+
+    Every ``train_frequency`` environment steps (after ``learning_starts``) it takes
+    ``gradient_steps`` minibatch steps on uniformly sampled replay; the target network is a
+    copy of the online one refreshed every ``target_update_interval`` environment steps (as
+    Stable-Baselines3 counts it). Targets bootstrap through truncation, not termination.
+    """
+
+    Config: ClassVar[type[AgentConfig]] = DQNConfig
+    default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [256, 256]}
+
+    def __init__(self, config: DQNConfig, context: AgentContext) -> None:
+        super().__init__(config, context)
+        self.cfg = config
+        self.num_actions = discrete_actions("dqn", context.action_space)
+        obs_size = int(torch.Size(context.observation_space.shape).numel())
+        self.q = context.make_network(obs_size, self.num_actions)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate)
+        self.buffer = ReplayBuffer(config.buffer_size, obs_size, context.device, context.rng)
+        self.decay_steps = int(config.exploration_fraction * context.total_steps)
+        self.steps = 0
+
+    @property
+    def epsilon(self) -> float:
+        c = self.cfg
+        return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, self.decay_steps)
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        with torch.no_grad():
+            q_values = self.q(obs.flatten(1))
+        return epsilon_greedy(q_values, 0.0 if greedy else self.epsilon, self.context.rng)
+
+    def observe(self, t: Transition) -> Mapping[str, float]:
+        c = self.cfg
+        self.buffer.add(t)
+        before = self.steps
+        self.steps += t.obs.shape[0]
+        if self.steps // c.target_update_interval > before // c.target_update_interval:
+            self.q_target.load_state_dict(self.q.state_dict())
+        if self.steps <= c.learning_starts or (
+            self.steps // c.train_frequency == before // c.train_frequency
+        ):
+            return {}
+
+        total = torch.zeros(())
+        for _ in range(c.gradient_steps):
+            obs, action, reward, next_obs, terminated = self.buffer.sample(c.batch_size)
+            q_taken = self.q(obs).gather(1, action.unsqueeze(1)).squeeze(1)
+            with torch.no_grad():
+                next_q_max = self.q_target(next_obs).max(dim=1).values
+                target = td_targets(reward, next_q_max, terminated, c.gamma)
+            loss = td_loss(q_taken, target, c.loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
+            self.optimizer.step()
+            total += loss.detach().cpu()
+        return {"loss": total.item() / c.gradient_steps, "epsilon": self.epsilon}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "q_network": self.q.state_dict(),
+            "target_network": self.q_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.q.load_state_dict(state["q_network"])
+        self.q_target.load_state_dict(state["target_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])

@@ -1,0 +1,113 @@
+"""naive_dqn: online Q-learning with a neural network, one transition at a time.
+
+From the posts "Implementing deep reinforcement learning algorithms in PyTorch" (first seed
+post) and "Understanding PyTorch's reinforcement learning capabilities" (third).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import torch
+from pydantic import Field
+
+from rlbench import Agent, AgentConfig, AgentContext, Transition
+from rlbench_dqn.common import (
+    LossName,
+    discrete_actions,
+    epsilon_greedy,
+    linear_schedule,
+    td_loss,
+    td_targets,
+)
+
+
+class NaiveDQNConfig(AgentConfig):
+    learning_rate: float = Field(1e-3, gt=0)
+    """Adam learning rate (both posts: 0.001)."""
+    gamma: float = Field(0.99, ge=0, le=1)
+    """Discount factor (first post: 0.99)."""
+    loss: LossName = "mse"
+    """TD loss: "mse" (first post) or "huber" (smooth L1, third post)."""
+    epsilon_start: float = Field(1.0, ge=0, le=1)
+    """Exploration rate at step 0. The posts act greedily: set both epsilons to 0 for that."""
+    epsilon_end: float = Field(0.05, ge=0, le=1)
+    """Exploration rate after the decay."""
+    exploration_fraction: float = Field(0.1, ge=0, le=1)
+    """Fraction of the training budget over which epsilon decays linearly."""
+
+
+class NaiveDQN(Agent):
+    """Online DQN: one gradient step per transition, on that transition alone; no target
+    network, no replay.
+
+    Faithful to the posts: Adam at lr 1e-3, gamma 0.99, an MLP 64-32 (first post; the third
+    uses 64-64: set ``hidden_sizes = [64, 64]``), MSE loss (the third post's smooth L1 is
+    ``loss = "huber"``), the TD target ``r + gamma * max_a' Q(s', a')`` from the same online
+    network.
+
+    Deviations, each a bug in a post:
+
+    * Termination vs truncation. The posts use Gym's old four-tuple ``done`` and stop
+      bootstrapping at CartPole's 500-step time limit as if it were a terminal state. Here
+      the target bootstraps through truncation and not through termination.
+    * Gradient through the target. The third post computes the target without ``detach``,
+      so the loss also pushes ``Q(s', .)`` towards ``Q(s, .)``. Targets here are computed
+      under ``torch.no_grad()`` (the first post detaches too).
+    * Loss on the taken action. The third post's ``smooth_l1_loss(q_values, target)``
+      broadcasts one scalar target over *every* action's Q-value. Here only the taken
+      action's Q-value is regressed, as Q-learning defines.
+    * Exploration. Both posts act purely greedily, which on CartPole can lock onto one
+      action; here epsilon-greedy decays from ``epsilon_start`` to ``epsilon_end``.
+      ``epsilon_start = epsilon_end = 0`` reproduces the posts' greedy behaviour.
+
+    With ``num_envs > 1`` the step's transitions form one minibatch (one gradient step).
+    """
+
+    Config: ClassVar[type[AgentConfig]] = NaiveDQNConfig
+    default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [64, 32]}
+
+    def __init__(self, config: NaiveDQNConfig, context: AgentContext) -> None:
+        super().__init__(config, context)
+        self.cfg = config
+        self.num_actions = discrete_actions("naive_dqn", context.action_space)
+        obs_size = int(torch.Size(context.observation_space.shape).numel())
+        self.q = context.make_network(obs_size, self.num_actions)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate)
+        self.decay_steps = int(config.exploration_fraction * context.total_steps)
+        self.steps = 0
+
+    @property
+    def epsilon(self) -> float:
+        c = self.cfg
+        return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, self.decay_steps)
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        with torch.no_grad():
+            q_values = self.q(obs.flatten(1))
+        return epsilon_greedy(q_values, 0.0 if greedy else self.epsilon, self.context.rng)
+
+    def observe(self, t: Transition) -> Mapping[str, float]:
+        q_taken = self.q(t.obs.flatten(1)).gather(1, t.action.long().unsqueeze(1)).squeeze(1)
+        with torch.no_grad():
+            next_q_max = self.q(t.next_obs.flatten(1)).max(dim=1).values
+            target = td_targets(t.reward, next_q_max, t.terminated, self.cfg.gamma)
+        loss = td_loss(q_taken, target, self.cfg.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += t.obs.shape[0]
+        return {"loss": loss.item(), "epsilon": self.epsilon}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "q_network": self.q.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.q.load_state_dict(state["q_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])

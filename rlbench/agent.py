@@ -1,0 +1,125 @@
+"""The agent interface: what an agent implements and what the harness hands it.
+
+The harness owns the environment loop, seeding, evaluation, checkpointing and logging; an
+agent only acts, learns from the transitions it is shown, and saves/loads its state. Every
+tensor crossing this interface is batched over the ``num_envs`` environments the harness
+steps for the agent (``num_envs = 1`` for the classic online DQN), so on-policy agents that
+collect rollouts from several vectorized environments (PPO, A2C) use the same interface:
+they buffer transitions in :meth:`Agent.observe` and update when their rollout is full.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AgentConfig(BaseModel):
+    """Base class of every agent's hyperparameters.
+
+    Subclass it with one field per hyperparameter, each with a default and a docstring
+    (the docstring becomes the field's description in ``rlbench list --verbose`` and in
+    validation errors). Unknown keys in a suite file are rejected.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    num_envs: int = Field(1, ge=1)
+    """Environments the harness steps in parallel for this agent (batched transitions)."""
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One environment step of every parallel environment, as tensors on the agent's device.
+
+    Shapes: ``obs`` and ``next_obs`` are ``[num_envs, *obs_shape]`` (float32), ``action`` is
+    what :meth:`Agent.act` returned, ``reward``, ``terminated`` and ``truncated`` are
+    ``[num_envs]``. ``next_obs`` is the observation the step produced, also when the episode
+    ended there (the harness resets the environment afterwards and hands the reset
+    observation to the next :meth:`Agent.act`). Bootstrap through ``truncated`` (a time limit
+    is not a terminal state), never through ``terminated``.
+    """
+
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    terminated: torch.Tensor
+    truncated: torch.Tensor
+
+    @property
+    def done(self) -> torch.Tensor:
+        """Episode ended for whatever reason (the point where exploration schedules per
+        episode advance)."""
+        return self.terminated | self.truncated
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """What the harness gives an agent at construction."""
+
+    observation_space: gym.Space
+    """The single-environment observation space."""
+    action_space: gym.Space
+    """The single-environment action space."""
+    num_envs: int
+    """Number of parallel environments whose transitions :meth:`Agent.observe` receives."""
+    device: torch.device
+    """Where the agent keeps its parameters; observations arrive on this device."""
+    seed: int
+    """The run's seed (torch's global RNG is already seeded with it)."""
+    rng: np.random.Generator
+    """The agent's own random stream for exploration; seeded from ``seed``."""
+    total_steps: int
+    """The run's training budget in environment steps (for schedules)."""
+    make_network: Callable[[int, int], torch.nn.Module]
+    """``make_network(in_features, out_features)`` builds the network the suite chose for
+    this agent, already on ``device``. Call it once per network (online, target, ...)."""
+
+
+class Agent(ABC):
+    """Base class of every agent.
+
+    A subclass sets ``Config`` to its :class:`AgentConfig` subclass and, optionally,
+    ``default_network`` to the network (name and options) used when a suite names none.
+    """
+
+    Config: ClassVar[type[AgentConfig]] = AgentConfig
+    default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [64, 64]}
+
+    def __init__(self, config: AgentConfig, context: AgentContext) -> None:
+        self.config = config
+        self.context = context
+
+    @abstractmethod
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        """Choose actions for a batch of observations ``[n, *obs_shape]``.
+
+        ``greedy=True`` is the evaluation policy (no exploration). Returns a tensor of ``n``
+        actions (any device; the harness moves it to the CPU to step the environments).
+        """
+
+    @abstractmethod
+    def observe(self, transition: Transition) -> Mapping[str, float]:
+        """Learn from one step of every training environment.
+
+        Called once per harness step, after :meth:`act`. The agent decides when and how much
+        to learn (every step, every N steps, when its rollout is full). Returns training
+        metrics to log (e.g. ``{"loss": 0.3, "epsilon": 0.1}``); an empty mapping is fine.
+        """
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to restore the agent: tensors, numbers, strings, lists and dicts
+        only, so that ``torch.load(path, weights_only=True)`` reads it back."""
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""

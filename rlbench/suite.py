@@ -1,0 +1,319 @@
+"""Suite files: TOML in, a completely validated :class:`Suite` out.
+
+Every problem in a file is collected and reported at once, each naming the key and what is
+expected; unknown agent, network and environment names get a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rlbench.errors import SuiteError, did_you_mean
+from rlbench.plugins import Catalogue
+
+DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+
+class EnvironmentEntry(_Strict):
+    id: str
+    """A registered environment name or any Gymnasium id, e.g. "CartPole-v1"."""
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments passed to the environment's constructor (gym.make)."""
+
+
+class AgentEntry(_Strict):
+    name: str
+    """The agent's registered name (`rlbench list` shows them)."""
+    label: str | None = Field(None, pattern=NAME_PATTERN)
+    """Name in tables and run ids; defaults to `name`. Needed to compare two configs of one
+    agent in one suite."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """Hyperparameter overrides; the rest keep the agent's defaults."""
+    network: dict[str, Any] | None = None
+    """`name` of a network plugin plus its options; defaults to the agent's own choice."""
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class Budget(_Strict):
+    steps: int = Field(gt=0)
+    """Training budget per run, in environment steps (summed over parallel environments)."""
+    eval_interval: int = Field(gt=0)
+    """Environment steps between evaluations (one more runs at the end)."""
+    eval_episodes: int = Field(10, gt=0)
+    """Greedy episodes per evaluation."""
+    eval_max_episode_steps: int | None = Field(None, gt=0)
+    """Cut evaluation episodes at this length (for environments without a time limit)."""
+
+
+class SuiteFile(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    """The suite's name; results go to <results>/<name>/."""
+    description: str = ""
+    seeds: int | list[int]
+    """A count n (seeds 0..n-1) or an explicit list of seeds."""
+    devices: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
+    """Any of "cpu", "cuda", "cuda:N", "auto" (cuda when available, else cpu)."""
+    environments: list[EnvironmentEntry] = Field(min_length=1)
+    agents: list[AgentEntry] = Field(min_length=1)
+    budget: Budget
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds(cls, value: Any) -> Any:
+        ok_count = isinstance(value, int) and not isinstance(value, bool) and value > 0
+        ok_list = (
+            isinstance(value, list)
+            and len(value) > 0
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+            and len(set(value)) == len(value)
+        )
+        if not (ok_count or ok_list):
+            raise ValueError(
+                f"expected a count of seeds (integer > 0) or a list of distinct integer "
+                f"seeds >= 0, got {value!r}"
+            )
+        return value
+
+    @field_validator("devices", mode="after")
+    @classmethod
+    def _devices(cls, value: list[str]) -> list[str]:
+        bad = [d for d in value if not DEVICE_PATTERN.match(d)]
+        if bad:
+            raise ValueError(f'expected "cpu", "cuda", "cuda:N" or "auto", got {bad!r}')
+        return value
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _environments(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"id": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+@dataclass(frozen=True)
+class ResolvedAgent:
+    """An agent entry with its config and network filled in from the plugin's defaults."""
+
+    name: str
+    label: str
+    config: dict[str, Any]
+    network: dict[str, Any]
+
+
+@dataclass
+class Suite:
+    """A validated suite: everything a run needs, resolved against the installed plugins."""
+
+    path: Path
+    file: SuiteFile
+    agents: list[ResolvedAgent]
+    source: str
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.file.name
+
+
+def load_suite(path: str | Path, catalogue: Catalogue) -> Suite:
+    """Read, parse and validate a suite file, raising :class:`SuiteError` with every
+    problem found."""
+    path = Path(path)
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SuiteError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        data = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(str(path), [f"invalid TOML: {exc}"]) from None
+    return validate_suite(data, catalogue, path=path, source=source)
+
+
+def validate_suite(
+    data: Mapping[str, Any], catalogue: Catalogue, *, path: Path, source: str = ""
+) -> Suite:
+    try:
+        file = SuiteFile.model_validate(data)
+    except ValidationError as exc:
+        problems = _pydantic_problems(exc, SuiteFile)
+        # Plugin names can still be checked when the structure around them is wrong.
+        problems += _name_problems(data, catalogue)
+        raise SuiteError(str(path), problems) from None
+
+    problems: list[str] = []
+    unavailable: dict[str, str] = {}
+    labels: dict[str, int] = {}
+    agents: list[ResolvedAgent] = []
+    for i, entry in enumerate(file.agents):
+        where = f"agents[{i}]"
+        if entry.display in labels:
+            problems.append(
+                f'{where}.label: "{entry.display}" is already used by agents[{labels[entry.display]}];'
+                " give each entry of one agent its own label"
+            )
+        labels[entry.display] = i
+        resolved = _resolve_agent(entry, where, catalogue, problems, unavailable)
+        if resolved is not None:
+            agents.append(resolved)
+
+    for i, env in enumerate(file.environments):
+        if not catalogue.has_environment(env.id):
+            if catalogue.broken:
+                unavailable[env.id] = _safe_message(catalogue.environment, env.id)
+                continue
+            pool = list(catalogue.environments) + _gym_ids()
+            problems.append(
+                f"environments[{i}]: unknown environment {env.id!r}{did_you_mean(env.id, pool)};"
+                " use a Gymnasium id or one from `rlbench list`"
+            )
+    if problems:
+        raise SuiteError(str(path), problems)
+    return Suite(path=path, file=file, agents=agents, source=source, unavailable=unavailable)
+
+
+def _resolve_agent(
+    entry: AgentEntry,
+    where: str,
+    catalogue: Catalogue,
+    problems: list[str],
+    unavailable: dict[str, str],
+) -> ResolvedAgent | None:
+    if entry.name not in catalogue.agents:
+        if catalogue.broken:
+            # A broken plugin may have provided it: only this agent's runs fail.
+            unavailable[entry.display] = _safe_message(catalogue.agent, entry.name)
+            return ResolvedAgent(entry.name, entry.display, dict(entry.config),
+                                 dict(entry.network or {}))
+        problems.append(
+            f"{where}.name: unknown agent {entry.name!r}"
+            f"{did_you_mean(entry.name, catalogue.agents)}; `rlbench list` shows the agents"
+        )
+        return None
+    spec = catalogue.agent(entry.name)
+    config: dict[str, Any] = {}
+    try:
+        config = spec.config_model.model_validate(entry.config).model_dump(mode="json")
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, spec.config_model, prefix=f"{where}.config")
+
+    network = dict(entry.network) if entry.network is not None else dict(spec.agent.default_network)
+    network_name = network.pop("name", None) or spec.agent.default_network["name"]
+    if network_name not in catalogue.networks:
+        problems.append(
+            f"{where}.network.name: unknown network {network_name!r}"
+            f"{did_you_mean(network_name, catalogue.networks)}; `rlbench list` shows the networks"
+        )
+        return None
+    net_spec = catalogue.network(network_name)
+    try:
+        options = net_spec.config_model.model_validate(network).model_dump(mode="json")
+    except ValidationError as exc:
+        problems += _pydantic_problems(exc, net_spec.config_model, prefix=f"{where}.network")
+        return None
+    return ResolvedAgent(entry.name, entry.display, config, {"name": network_name, **options})
+
+
+def _name_problems(data: Mapping[str, Any], catalogue: Catalogue) -> list[str]:
+    problems = []
+    agents = data.get("agents")
+    if isinstance(agents, list) and not catalogue.broken:
+        for i, entry in enumerate(agents):
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and name not in catalogue.agents:
+                problems.append(
+                    f"agents[{i}].name: unknown agent {name!r}"
+                    f"{did_you_mean(name, catalogue.agents)}; `rlbench list` shows the agents"
+                )
+    return problems
+
+
+def _safe_message(lookup: Any, name: str) -> str:
+    try:
+        lookup(name)
+    except Exception as exc:
+        return str(exc)
+    return ""
+
+
+def _gym_ids() -> list[str]:
+    import gymnasium as gym
+
+    return list(gym.registry)
+
+
+def _format_loc(loc: tuple[Any, ...], prefix: str) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _pydantic_problems(
+    exc: ValidationError, model: type[BaseModel], *, prefix: str = ""
+) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        key = _format_loc(loc, prefix)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            hint = did_you_mean(str(loc[-1]), allowed) if allowed else ""
+            expected = f"; expected one of: {', '.join(sorted(allowed))}" if allowed else ""
+            problems.append(f"{key}: unknown key{hint}{expected}")
+        elif kind == "missing":
+            problems.append(f"{key}: required key is missing")
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            given = err.get("input")
+            suffix = "" if kind == "value_error" else f", got {given!r}"
+            problems.append(f"{key}: {msg[0].lower() + msg[1:]}{suffix}")
+    return problems
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model that rejected an unknown key."""
+    current: type[BaseModel] | None = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        info = current.model_fields.get(part)
+        current = _model_of(info.annotation) if info is not None else None
+        if current is None:
+            return []
+    return list(current.model_fields)
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_of(arg)
+        if found is not None:
+            return found
+    return None
