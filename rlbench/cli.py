@@ -1,0 +1,216 @@
+"""The ``rlbench`` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from rlbench import __version__, records
+from rlbench.errors import RlbenchError
+from rlbench.executor import default_jobs, run_suite
+from rlbench.plugins import Catalogue, load_catalogue
+from rlbench.progress import SuiteProgress
+from rlbench.results import load_runs, summary_table
+from rlbench.runspec import expand
+from rlbench.suite import load_suite
+
+EXIT_RUN_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _Options:
+    def __init__(self, autoload: bool, plugins: tuple[str, ...]) -> None:
+        self.autoload = autoload
+        self.plugins = plugins
+
+    def catalogue(self) -> Catalogue:
+        catalogue = load_catalogue(autoload=self.autoload, extra_plugins=self.plugins)
+        for broken in catalogue.broken:
+            err_console.print(f"warning: {broken.describe()}", markup=False, highlight=False)
+        return catalogue
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"error: {message}", markup=False, highlight=False)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rlbench")
+@click.option(
+    "--no-plugin-autoload",
+    is_flag=True,
+    envvar="RLBENCH_DISABLE_PLUGIN_AUTOLOAD",
+    help="Load only rlbench's own plugins (and those named with -p), not every installed one.",
+)
+@click.option(
+    "-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
+    help="Import MODULE and register it as a plugin (repeatable).",
+)
+@click.pass_context
+def cli(ctx: click.Context, no_plugin_autoload: bool, plugins: tuple[str, ...]) -> None:
+    """Benchmark deep RL agents: run suites, list plugins."""
+    ctx.obj = _Options(autoload=not no_plugin_autoload, plugins=plugins)
+
+
+@cli.command("run")
+@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--results", "results_root", default=Path("results"), show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Results root; runs go to RESULTS/<suite name>/runs/.",
+)
+@click.option(
+    "-j", "--jobs", default="auto", show_default=True,
+    help="Worker processes running runs in parallel ('auto': one per CPU core).",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per worker [default: cores / jobs].")
+@click.option("--force", is_flag=True, help="Redo runs that already completed.")
+@click.pass_obj
+def run_command(
+    options: _Options,
+    suite_file: Path,
+    results_root: Path,
+    jobs: str,
+    threads: int | None,
+    force: bool,
+) -> None:
+    """Run every agent × environment × seed × device of SUITE_FILE.
+
+    Completed runs are skipped (unless --force); failed and interrupted ones are redone.
+    """
+    try:
+        catalogue = options.catalogue()
+        suite = load_suite(suite_file, catalogue)
+        runs = expand(suite)
+    except RlbenchError as exc:
+        _fail(str(exc))
+        return
+    n_jobs = _parse_jobs(jobs, len(runs))
+    with SuiteProgress(console, total=len(runs), already_complete=0) as display:
+        result = run_suite(
+            suite, runs, results_root, catalogue=catalogue, jobs=n_jobs, threads=threads,
+            force=force, autoload=options.autoload, extra_plugins=options.plugins,
+            on_event=display.handle,
+        )
+    if result.already_complete:
+        console.print(
+            f"{len(result.already_complete)} run(s) were already complete and were not rerun "
+            "(--force reruns them)."
+        )
+    _print_summary(result.suite_dir)
+    if result.interrupted:
+        console.print(
+            "Interrupted: completed runs are kept; run the same command again to resume."
+        )
+        sys.exit(EXIT_INTERRUPTED)
+    if result.failed:
+        sys.exit(EXIT_RUN_FAILED)
+
+
+def _parse_jobs(value: str, runs: int) -> int:
+    if value == "auto":
+        return default_jobs(runs)
+    try:
+        jobs = int(value)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        _fail(f"--jobs: expected a positive integer or 'auto', got {value!r}")
+    return jobs
+
+
+def _print_summary(suite_dir: Path) -> None:
+    runs = load_runs(suite_dir)
+    table_df = summary_table(runs)
+    records.atomic_write_text(suite_dir / "summary.csv", table_df.to_csv(index=False))
+    table = Table(title=f"Final evaluation return — {suite_dir.name} (mean ± std over seeds)")
+    table.add_column("agent")
+    table.add_column("environment")
+    table.add_column("return", justify="right")
+    table.add_column("n", justify="right")
+    table.add_column("not complete", justify="right")
+    for row in table_df.itertuples(index=False):
+        score = "—" if pd.isna(row.mean) else f"{row.mean:.1f} ± {row.std:.1f}"
+        table.add_row(row.label, row.env, score, str(row.n), str(row.not_complete or ""))
+    console.print(table)
+    bad = runs[runs["status"] != records.COMPLETE] if not runs.empty else runs
+    for run in bad.itertuples(index=False):
+        console.print(f"{run.status}: {run.run_id}: {run.error}", markup=False, highlight=False)
+    console.print(f"Results: {suite_dir}", markup=False, highlight=False)
+
+
+@cli.command("validate")
+@click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def validate_command(options: _Options, suite_file: Path) -> None:
+    """Check SUITE_FILE completely and show the runs it expands into, without running."""
+    try:
+        suite = load_suite(suite_file, options.catalogue())
+    except RlbenchError as exc:
+        _fail(str(exc))
+        return
+    runs = expand(suite)
+    console.print(f"{suite_file}: ok, {len(runs)} runs", markup=False, highlight=False)
+    for spec in runs:
+        note = f"  (cannot run: {spec.unavailable})" if spec.unavailable else ""
+        console.print(f"  {spec.run_id}{note}", markup=False, highlight=False)
+
+
+@cli.command("list")
+@click.option("-v", "--verbose", is_flag=True, help="Also show every hyperparameter and option.")
+@click.pass_obj
+def list_command(options: _Options, verbose: bool) -> None:
+    """Show every agent, network and environment available, and the plugin providing it."""
+    catalogue = options.catalogue()
+    for title, table_data in (
+        ("Agents", catalogue.agents),
+        ("Networks", catalogue.networks),
+        ("Environments", catalogue.environments),
+    ):
+        table = Table(title=title, title_justify="left")
+        table.add_column("name")
+        table.add_column("plugin")
+        table.add_column("description")
+        for name, provided in sorted(table_data.items()):
+            description = provided.spec.summary
+            if verbose:
+                description += _fields_text(provided.spec)
+            table.add_row(name, f"{provided.plugin.name} ({provided.plugin.label})", description)
+        console.print(table)
+    console.print("Any other Gymnasium id works as an environment too (e.g. LunarLander-v3).")
+    for broken in catalogue.broken:
+        console.print(f"broken: {broken.describe()}", markup=False, highlight=False)
+
+
+def _fields_text(spec: Any) -> str:
+    model = getattr(spec, "config_model", None)
+    if model is None:
+        return ""
+    lines = []
+    for name, info in model.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        lines.append(f"\n  {name} = {default!r}: {info.description or ''}")
+    extra = getattr(getattr(spec, "agent", None), "default_network", None)
+    if extra is not None:
+        lines.append(f"\n  network = {dict(extra)!r}")
+    return "".join(lines)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Running a suite's runs: in this process, or in N worker processes.
+
+Workers are plain ``multiprocessing`` processes (spawned, so each imports torch and the
+plugins fresh) that pull run specs from a queue and report progress events back. A run
+that fails is recorded as failed and the others go on; a worker that dies (killed, out of
+memory) has its run recorded as failed and is replaced. Ctrl-C stops every worker; runs that
+completed stay complete, the rest are redone by the next ``rlbench run``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlbench import records
+from rlbench.plugins import Catalogue, load_catalogue
+from rlbench.runspec import RunSpec
+from rlbench.suite import Suite
+from rlbench.training import RunOutcome, execute_run
+
+EventHandler = Callable[[str, str, Mapping[str, Any]], None]
+MANIFEST = "suite.json"
+
+
+@dataclass
+class SuiteRunResult:
+    suite_dir: Path
+    runs: list[RunSpec]
+    outcomes: dict[str, RunOutcome] = field(default_factory=dict)
+    already_complete: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes.values() if o.status == records.FAILED]
+
+    @property
+    def skipped(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes.values() if o.status == records.SKIPPED]
+
+
+def default_jobs(pending: int) -> int:
+    return max(1, min(os.cpu_count() or 1, pending))
+
+
+def default_threads(jobs: int) -> int:
+    """Torch intra-op threads per worker: the cores shared out, at least one. Small MLPs gain
+    nothing from more threads than that and lose a lot to oversubscription."""
+    return max(1, (os.cpu_count() or 1) // max(jobs, 1))
+
+
+def write_manifest(suite: Suite, runs: Sequence[RunSpec], suite_dir: Path) -> None:
+    """The suite as run: its source and its run ids, so reports know what belongs to it."""
+    records.atomic_write_text(suite_dir / "suite.toml", suite.source)
+    records.atomic_write_json(
+        suite_dir / MANIFEST,
+        {"name": suite.name, "source_path": str(suite.path), "runs": [r.run_id for r in runs]},
+    )
+
+
+def run_suite(
+    suite: Suite,
+    runs: Sequence[RunSpec],
+    results_root: Path,
+    *,
+    catalogue: Catalogue,
+    jobs: int = 1,
+    threads: int | None = None,
+    force: bool = False,
+    autoload: bool | None = None,
+    extra_plugins: Sequence[str] = (),
+    on_event: EventHandler | None = None,
+) -> SuiteRunResult:
+    suite_dir = results_root / suite.name
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(suite, runs, suite_dir)
+    result = SuiteRunResult(suite_dir=suite_dir, runs=list(runs))
+    pending = []
+    for spec in runs:
+        if not force and records.RunDir(suite_dir, spec.run_id).is_complete():
+            result.already_complete.append(spec.run_id)
+        else:
+            pending.append(spec)
+    notify = on_event or (lambda *_: None)
+    threads = threads or default_threads(jobs)
+
+    try:
+        if jobs <= 1 or len(pending) <= 1:
+            previous = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                for spec in pending:
+                    result.outcomes[spec.run_id] = execute_run(spec, suite_dir, catalogue, notify)
+            finally:
+                torch.set_num_threads(previous)
+        else:
+            _run_in_workers(
+                pending, suite_dir, result, jobs=jobs, threads=threads, autoload=autoload,
+                extra_plugins=extra_plugins, notify=notify,
+            )
+    except KeyboardInterrupt:
+        result.interrupted = True
+    return result
+
+
+def _worker_main(
+    tasks: Any,
+    events: Any,
+    suite_dir: str,
+    threads: int,
+    autoload: bool | None,
+    extra_plugins: Sequence[str],
+) -> None:
+    # The parent decides what Ctrl-C means; a worker only stops when told or terminated.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    catalogue = load_catalogue(autoload=autoload, extra_plugins=extra_plugins)
+
+    def forward(event: str, run_id: str, payload: Mapping[str, Any]) -> None:
+        events.put((event, run_id, dict(payload)))
+
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        spec = RunSpec.from_json(item)
+        events.put(("claim", spec.run_id, {"pid": os.getpid()}))
+        outcome = execute_run(spec, Path(suite_dir), catalogue, forward)
+        events.put(("done", spec.run_id, asdict(outcome)))
+
+
+def _run_in_workers(
+    pending: Sequence[RunSpec],
+    suite_dir: Path,
+    result: SuiteRunResult,
+    *,
+    jobs: int,
+    threads: int,
+    autoload: bool | None,
+    extra_plugins: Sequence[str],
+    notify: EventHandler,
+) -> None:
+    ctx = mp.get_context("spawn")
+    tasks = ctx.Queue()
+    events = ctx.Queue()
+    for spec in pending:
+        tasks.put(spec.to_json())
+    args = (tasks, events, str(suite_dir), threads, autoload, tuple(extra_plugins))
+
+    def start_worker() -> Any:
+        tasks.put(None)  # one stop sentinel per worker, behind every task
+        process = ctx.Process(target=_worker_main, args=args, daemon=True)
+        process.start()
+        return process
+
+    workers = [start_worker() for _ in range(min(jobs, len(pending)))]
+    claims: dict[int, str] = {}  # worker pid -> run id it is running
+    by_id = {spec.run_id: spec for spec in pending}
+    try:
+        while len(result.outcomes) < len(pending):
+            try:
+                event, run_id, payload = events.get(timeout=0.2)
+            except queue.Empty:
+                workers = _replace_dead_workers(
+                    workers, claims, by_id, suite_dir, result, notify, start_worker
+                )
+                continue
+            if event == "claim":
+                claims[payload["pid"]] = run_id
+            elif event == "done":
+                result.outcomes[run_id] = RunOutcome(**payload)
+                claims = {pid: rid for pid, rid in claims.items() if rid != run_id}
+            else:
+                notify(event, run_id, payload)
+    finally:
+        for process in workers:
+            if process.is_alive():
+                process.terminate()
+        for process in workers:
+            process.join(timeout=5)
+        tasks.cancel_join_thread()
+        events.cancel_join_thread()
+
+
+def _replace_dead_workers(
+    workers: list[Any],
+    claims: dict[int, str],
+    by_id: dict[str, RunSpec],
+    suite_dir: Path,
+    result: SuiteRunResult,
+    notify: EventHandler,
+    start_worker: Callable[[], Any],
+) -> list[Any]:
+    alive = []
+    for process in workers:
+        if process.is_alive() or process.exitcode == 0:
+            alive.append(process)
+            continue
+        run_id = claims.pop(process.pid, None)
+        if run_id is not None and run_id not in result.outcomes:
+            error = f"worker process died (exit code {process.exitcode}) during the run"
+            records.RunDir(suite_dir, run_id).write_status(records.FAILED, error=error)
+            result.outcomes[run_id] = RunOutcome(run_id, records.FAILED, error=error)
+            notify("end", run_id, {"status": records.FAILED, "error": error})
+        if len(result.outcomes) < len(by_id):
+            alive.append(start_worker())
+    return alive
