@@ -28,7 +28,7 @@ ENTRY_POINT_GROUP = "rlbench"
 DISABLE_AUTOLOAD_ENV = "RLBENCH_DISABLE_PLUGIN_AUTOLOAD"
 #: Comma-separated module names to register as plugins in addition to the entry points.
 EXTRA_PLUGINS_ENV = "RLBENCH_PLUGINS"
-#: Set to print every hook call (pluggy's tracing) to stderr.
+#: Set to print every hook call, the plugin it went to and what it returned, to stderr.
 TRACE_ENV = "RLBENCH_TRACE_HOOKS"
 
 T = TypeVar("T", AgentSpec, NetworkSpec, EnvironmentSpec)
@@ -137,9 +137,6 @@ def load_catalogue(
     ]
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    if os.environ.get(TRACE_ENV):
-        pm.trace.root.setwriter(lambda msg: sys.stderr.write(msg))
-        pm.enable_tracing()
 
     catalogue = Catalogue()
     candidates: list[tuple[str, str, Callable[[], Any], str, str]] = []
@@ -155,13 +152,20 @@ def load_catalogue(
              "RLBENCH_PLUGINS", "-")
         )
 
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     for name, target, load, dist, version in candidates:
         if name in seen:
-            continue
-        seen.add(name)
+            if seen[name] == f"{dist} {version}":
+                continue  # the same plugin named twice (e.g. installed and given with -p)
+            raise PluginError(
+                f"two plugins use the entry-point name {name!r}: {seen[name]} and "
+                f"{dist} {version}; rename one of them in its pyproject.toml"
+            )
+        seen[name] = f"{dist} {version}"
         try:
             module = load()
+            if pm.is_registered(module):
+                continue
             pm.register(module, name=name)
         except Exception as exc:  # a broken plugin must not take the others down
             catalogue.broken.append(BrokenPlugin(name, f"{dist} {version}", _one_line(exc)))
@@ -171,8 +175,9 @@ def load_catalogue(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
         raise PluginError(
-            f"plugin {exc.plugin_name!r} implements a hook rlbench does not define: {exc}; "
+            f"plugin {name!r} implements a hook rlbench does not define: {exc}; "
             "check the hook's spelling against rlbench.hookspecs"
         ) from None
 
@@ -195,10 +200,14 @@ def _collect(
 ) -> None:
     # Call each implementation on its own so every spec is attributed to its plugin and a
     # plugin whose hook raises is reported without losing the others.
+    trace = os.environ.get(TRACE_ENV)
     for impl in reversed(hook.get_hookimpls()):
         info = plugins[impl.plugin_name]
         try:
             specs = list(impl.function() or [])
+            if trace:
+                names = ", ".join(spec.name for spec in specs)
+                sys.stderr.write(f"{hook.name} [{info.name}] -> [{names}]\n")
         except Exception as exc:
             catalogue.broken.append(BrokenPlugin(info.name, info.label, _one_line(exc)))
             continue

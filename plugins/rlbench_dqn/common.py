@@ -31,9 +31,9 @@ def flat_size(space: gym.Space) -> int:
 
 def linear_schedule(step: int, start: float, end: float, duration: int) -> float:
     """``start`` at step 0, moving linearly to ``end`` at ``duration`` steps, then ``end``."""
-    if duration <= 0:
+    if step >= duration:
         return end
-    return start + (end - start) * min(step / duration, 1.0)
+    return start + (end - start) * step / duration
 
 
 def epsilon_greedy(

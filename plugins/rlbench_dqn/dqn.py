@@ -105,8 +105,7 @@ class DQN(Agent):
             obs, action, reward, next_obs, terminated = self.buffer.sample(c.batch_size)
             q_taken = self.q(obs).gather(1, action.unsqueeze(1)).squeeze(1)
             with torch.no_grad():
-                next_q_max = self.q_target(next_obs).max(dim=1).values
-                target = td_targets(reward, next_q_max, terminated, c.gamma)
+                target = self.targets(reward, next_obs, terminated)
             loss = td_loss(q_taken, target, c.loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -114,6 +113,16 @@ class DQN(Agent):
             self.optimizer.step()
             total += loss.detach().cpu()
         return {"loss": total.item() / c.gradient_steps, "epsilon": self.epsilon}
+
+    def targets(
+        self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
+    ) -> torch.Tensor:
+        """TD targets ``r + gamma * max_a' Q_target(s', a')`` of a sampled minibatch, without
+        the bootstrap term at a terminal state. :meth:`observe` calls it under
+        ``torch.no_grad()``; a variant that changes only the target (Double DQN) overrides it.
+        """
+        next_q_max = self.q_target(next_obs).max(dim=1).values
+        return td_targets(reward, next_q_max, terminated, self.cfg.gamma)
 
     def state_dict(self) -> dict[str, Any]:
         return {

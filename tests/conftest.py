@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rlbench.plugins import Catalogue, load_catalogue
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_SUITE = """
+name = "{name}"
+seeds = {seeds}
+devices = {devices}
+environments = ["CartPole-v1"]
+
+[budget]
+steps = {steps}
+eval_interval = {eval_interval}
+eval_episodes = 2
+
+[[agents]]
+name = "naive_dqn"
+
+[[agents]]
+name = "dqn"
+config = {{ learning_starts = 100, train_frequency = 50, gradient_steps = 5, buffer_size = 1000 }}
+network = {{ name = "mlp", hidden_sizes = [16] }}
+"""
+
+
+@pytest.fixture(scope="session")
+def catalogue() -> Catalogue:
+    return load_catalogue(autoload=False)
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    """Write a small suite file; keyword arguments fill the template above."""
+
+    def write(text: str | None = None, filename: str = "suite.toml", **fields) -> Path:
+        if text is None:
+            values = {"name": "t", "seeds": 2, "devices": '["cpu"]', "steps": 300,
+                      "eval_interval": 150}
+            values.update(fields)
+            text = TINY_SUITE.format(**values)
+        path = tmp_path / filename
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+def rlbench_cmd(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+                timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the ``rlbench`` CLI in a fresh process, as a user would."""
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "rlbench", *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
+    )

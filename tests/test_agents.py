@@ -1,0 +1,139 @@
+"""The built-in DQNs: the pieces that make them correct, and each agent's contract."""
+
+from __future__ import annotations
+
+import io
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlbench import AgentContext, Transition
+from rlbench_dqn.common import ReplayBuffer, epsilon_greedy, linear_schedule, td_targets
+from rlbench_mlp import MLPConfig, build_mlp
+
+AGENTS = ["naive_dqn", "target_dqn", "replay_dqn", "dqn"]
+
+
+def make_context(env: gym.Env, seed: int = 0, num_envs: int = 1) -> AgentContext:
+    torch.manual_seed(seed)
+    return AgentContext(
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        num_envs=num_envs,
+        device=torch.device("cpu"),
+        seed=seed,
+        rng=np.random.default_rng(seed),
+        total_steps=1000,
+        make_network=lambda i, o: build_mlp(i, o, MLPConfig(hidden_sizes=[16])),
+    )
+
+
+def transition(obs, action, reward, next_obs, terminated, truncated) -> Transition:
+    return Transition(
+        obs=torch.as_tensor(np.asarray(obs), dtype=torch.float32),
+        action=torch.as_tensor(action),
+        reward=torch.as_tensor(reward, dtype=torch.float32),
+        next_obs=torch.as_tensor(np.asarray(next_obs), dtype=torch.float32),
+        terminated=torch.as_tensor(terminated),
+        truncated=torch.as_tensor(truncated),
+    )
+
+
+def test_targets_bootstrap_through_truncation_not_termination():
+    reward = torch.tensor([1.0, 1.0, 1.0])
+    next_q = torch.tensor([10.0, 10.0, 10.0])
+    terminated = torch.tensor([False, True, False])  # the third one is a time-limit cut
+    targets = td_targets(reward, next_q, terminated, gamma=0.5)
+    assert targets.tolist() == [6.0, 1.0, 6.0]
+
+
+def test_greedy_exploration_leaves_the_random_stream_untouched():
+    rng = np.random.default_rng(0)
+    q = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
+    assert epsilon_greedy(q, 0.0, rng).tolist() == [1, 0]
+    assert rng.random() == np.random.default_rng(0).random()
+    actions = torch.stack([epsilon_greedy(q, 1.0, rng) for _ in range(200)])
+    assert set(actions.flatten().tolist()) == {0, 1}
+
+
+def test_linear_schedule():
+    assert linear_schedule(0, 1.0, 0.1, 100) == 1.0
+    assert linear_schedule(50, 1.0, 0.1, 100) == pytest.approx(0.55)
+    assert linear_schedule(1000, 1.0, 0.1, 100) == 0.1
+
+
+def test_replay_buffer_wraps_around_and_samples_what_was_stored():
+    buffer = ReplayBuffer(4, 1, torch.device("cpu"), np.random.default_rng(0))
+    for i in range(6):
+        buffer.add(transition([[i]], [i % 2], [float(i)], [[i + 1]], [False], [False]))
+    assert len(buffer) == 4
+    assert sorted(buffer.reward.tolist()) == [2.0, 3.0, 4.0, 5.0]
+    obs, action, reward, next_obs, terminated = buffer.sample(4, replace=False)
+    assert sorted(reward.tolist()) == [2.0, 3.0, 4.0, 5.0]
+    assert torch.equal(next_obs.squeeze(1), obs.squeeze(1) + 1)
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue):
+    env = gym.make("CartPole-v1")
+    spec = catalogue.agent(name)
+    config = spec.config_model.model_validate(
+        {"learning_starts": 8, "train_frequency": 4, "gradient_steps": 2, "batch_size": 4}
+        if name == "dqn" else {"batch_size": 4} if name == "replay_dqn" else {}
+    )
+    agent = spec.agent(config, make_context(env))
+    obs, _ = env.reset(seed=0)
+    before = {k: v.clone() for k, v in agent.q.state_dict().items()}
+    losses = []
+    for _ in range(40):
+        action = agent.act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+        assert action.shape == (1,)
+        next_obs, reward, term, trunc, _ = env.step(action.item())
+        metrics = agent.observe(transition([obs], action, [reward], [next_obs], [term], [trunc]))
+        losses += [metrics["loss"]] if "loss" in metrics else []
+        obs = env.reset()[0] if term or trunc else next_obs
+    assert losses and all(np.isfinite(losses))
+    after = agent.q.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before), "weights never changed"
+
+    buffer = io.BytesIO()
+    torch.save(agent.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    fresh = spec.agent(config, make_context(env, seed=1))
+    fresh.load_state_dict(state)
+    probe = torch.randn(5, 4)
+    assert torch.equal(fresh.act(probe, greedy=True), agent.act(probe, greedy=True))
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_continuous_actions_are_refused_with_a_clear_error(name, catalogue):
+    env = gym.make("Pendulum-v1")
+    spec = catalogue.agent(name)
+    with pytest.raises(ValueError, match=f"{name} needs a discrete action space"):
+        spec.agent(spec.config_model(), make_context(env))
+
+
+def test_replay_dqn_decays_epsilon_per_episode(catalogue):
+    env = gym.make("CartPole-v1")
+    spec = catalogue.agent("replay_dqn")
+    agent = spec.agent(spec.config_model(), make_context(env, num_envs=2))
+    t = transition([[0.0] * 4] * 2, [0, 1], [1.0, 1.0], [[0.0] * 4] * 2, [True, False], [False, True])
+    agent.observe(t)
+    assert agent.epsilon == pytest.approx(0.1 * 0.995**2)
+
+
+def test_target_network_syncs_on_its_interval(catalogue):
+    env = gym.make("CartPole-v1")
+    spec = catalogue.agent("target_dqn")
+    agent = spec.agent(spec.config_model(target_update_interval=3), make_context(env))
+    t = transition([[0.1] * 4], [0], [1.0], [[0.2] * 4], [False], [False])
+    agent.observe(t)
+    agent.observe(t)
+    online, target = agent.q.state_dict(), agent.q_target.state_dict()
+    assert not all(torch.equal(online[k], target[k]) for k in online)
+    agent.observe(t)
+    online, target = agent.q.state_dict(), agent.q_target.state_dict()
+    assert all(torch.equal(online[k], target[k]) for k in online)

@@ -1,0 +1,121 @@
+"""Suite files: validation reports every problem at once, with file, key and fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlbench.errors import SuiteError
+from rlbench.runspec import expand
+from rlbench.suite import load_suite
+
+
+def test_the_shipped_suites_are_valid(catalogue):
+    for name in ("cartpole", "tiny"):
+        suite = load_suite(f"suites/{name}.toml", catalogue)
+        assert suite.name == name
+    cartpole = load_suite("suites/cartpole.toml", catalogue)
+    runs = expand(cartpole)
+    assert len(runs) == 4 * 5  # agents × seeds
+    assert {r.agent for r in runs} == {"naive_dqn", "target_dqn", "replay_dqn", "dqn"}
+
+
+def test_defaults_are_resolved_into_the_config(write_suite, catalogue):
+    suite = load_suite(write_suite(), catalogue)
+    naive, dqn = suite.agents
+    assert naive.config["learning_rate"] == 1e-3
+    assert naive.network == {"name": "mlp", "hidden_sizes": [64, 32], "activation": "relu"}
+    assert dqn.config["learning_starts"] == 100 and dqn.config["gamma"] == 0.99
+    assert dqn.network["hidden_sizes"] == [16]
+
+
+def problems_of(path, catalogue) -> list[str]:
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, catalogue)
+    assert all(str(path) in line for line in str(info.value).splitlines())
+    return info.value.problems
+
+
+def test_invalid_toml_names_file_and_line(write_suite, catalogue):
+    path = write_suite('seeds = 2\nname = cartpole\n')
+    [problem] = problems_of(path, catalogue)
+    assert problem.startswith("invalid TOML") and "line 2" in problem
+
+
+def test_missing_file(tmp_path, catalogue):
+    [problem] = problems_of(tmp_path / "nope.toml", catalogue)
+    assert "cannot read the file" in problem
+
+
+def test_every_structural_problem_is_reported_at_once(write_suite, catalogue):
+    path = write_suite("""
+        name = "bad name!"
+        seeds = 0
+        devices = ["gpu"]
+        environments = []
+        [[agents]]
+        name = "dqm"
+        colour = "red"
+        [budget]
+        steps = -5
+    """)
+    problems = problems_of(path, catalogue)
+    text = "\n".join(problems)
+    assert "name: string should match pattern" in text
+    assert "seeds: expected a count of seeds" in text
+    assert 'devices: expected "cpu", "cuda", "cuda:N" or "auto"' in text
+    assert "environments: list should have at least 1 item" in text
+    assert "agents[0].colour: unknown key" in text
+    assert "budget.steps: input should be greater than 0, got -5" in text
+    assert "budget.eval_interval: required key is missing" in text
+    assert "agents[0].name: unknown agent 'dqm' (did you mean 'dqn'" in text
+    assert len(problems) >= 8
+
+
+def test_hyperparameters_are_checked_against_the_agent(write_suite, catalogue):
+    path = write_suite("""
+        name = "x"
+        seeds = [0, 1]
+        environments = ["CartPole-v1", "CartPol-v1"]
+        [budget]
+        steps = 100
+        eval_interval = 50
+        [[agents]]
+        name = "dqn"
+        config = { learning_rate = "fast", gama = 0.9, batch_size = 0 }
+        network = { name = "mlp", hidden_sizes = "big" }
+        [[agents]]
+        name = "target_dqn"
+        network = { name = "transformer" }
+        [[agents]]
+        name = "dqn"
+    """)
+    text = "\n".join(problems_of(path, catalogue))
+    assert "agents[0].config.learning_rate: input should be a valid number" in text
+    assert "got 'fast'" in text
+    assert "agents[0].config.gama: unknown key (did you mean 'gamma'?)" in text
+    assert "agents[0].config.batch_size: input should be greater than or equal to 1" in text
+    assert "agents[0].network.hidden_sizes: input should be a valid list" in text
+    assert "agents[1].network.name: unknown network 'transformer'" in text
+    assert 'agents[2].label: "dqn" is already used by agents[0]' in text
+    assert "environments[1]: unknown environment 'CartPol-v1' (did you mean 'CartPole-v1'" in text
+
+
+def test_labels_allow_two_configs_of_one_agent(write_suite, catalogue):
+    path = write_suite("""
+        name = "x"
+        seeds = 1
+        environments = ["CartPole-v1"]
+        [budget]
+        steps = 100
+        eval_interval = 50
+        [[agents]]
+        name = "naive_dqn"
+        label = "naive_mse"
+        [[agents]]
+        name = "naive_dqn"
+        label = "naive_huber"
+        config = { loss = "huber" }
+    """)
+    runs = expand(load_suite(path, catalogue))
+    assert [r.label for r in runs] == ["naive_mse", "naive_huber"]
+    assert runs[0].run_id != runs[1].run_id

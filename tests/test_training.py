@@ -1,0 +1,150 @@
+"""One run end to end: what it writes, that it is reproducible, and how it fails."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+import torch
+
+from rlbench import records
+from rlbench.plugins import load_catalogue
+from rlbench.runspec import RunSpec, expand
+from rlbench.suite import load_suite
+from rlbench.training import execute_run
+
+
+def tiny_runs(write_suite, catalogue, **fields) -> list[RunSpec]:
+    return expand(load_suite(write_suite(**fields), catalogue))
+
+
+def test_a_run_writes_every_record(tmp_path, write_suite, catalogue):
+    spec = tiny_runs(write_suite, catalogue)[0]
+    outcome = execute_run(spec, tmp_path, catalogue)
+    assert outcome.status == "complete"
+    run = tmp_path / "runs" / spec.run_id
+    assert json.loads((run / "config.json").read_text()) == spec.to_json()
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "complete" and status["env_steps"] == 300
+    assert status["steps_per_second"] > 0 and status["wall_time_s"] > 0
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["torch"] == torch.__version__ and prov["plugins"]["rlbench"]
+    assert prov["device"] == "cpu" and prov["python"].startswith("3.")
+    curve = pd.read_csv(run / "evaluations.csv")
+    assert curve["step"].tolist() == [0, 150, 300]
+    assert (curve["episodes"] == 2).all() and (curve["return_mean"] > 0).all()
+    episodes = pd.read_csv(run / "episodes.csv")
+    assert len(episodes) > 3 and episodes["length"].sum() <= 300
+    assert set(pd.read_csv(run / "metrics.csv").columns) >= {"step", "loss", "epsilon"}
+    weights = torch.load(run / "weights.pt", weights_only=True)
+    assert "q_network" in weights
+    assert not list(run.glob("*.tmp")), "temporary files left behind"
+
+
+def test_same_seed_config_and_device_give_the_same_curve(tmp_path, write_suite, catalogue):
+    specs = tiny_runs(write_suite, catalogue, steps=400, eval_interval=100)
+    naive_seed0, naive_seed1 = specs[0], specs[1]
+    curves = []
+    for i, spec in enumerate([naive_seed0, naive_seed0, naive_seed1]):
+        execute_run(spec, tmp_path / str(i), catalogue)
+        curve = pd.read_csv(tmp_path / str(i) / "runs" / spec.run_id / "evaluations.csv")
+        curves.append(curve.drop(columns="wall_time_s"))
+    pd.testing.assert_frame_equal(curves[0], curves[1])
+    assert not curves[0].equals(curves[2]), "different seeds gave identical curves"
+    episodes = [
+        pd.read_csv(tmp_path / str(i) / "runs" / naive_seed0.run_id / "episodes.csv")
+        for i in (0, 1)
+    ]
+    pd.testing.assert_frame_equal(*episodes)
+
+
+def test_run_ids_are_stable_and_follow_the_config(write_suite, catalogue):
+    a = tiny_runs(write_suite, catalogue)
+    b = tiny_runs(write_suite, catalogue)
+    assert [r.run_id for r in a] == [r.run_id for r in b]
+    assert len({r.run_id for r in a}) == len(a)
+    longer = tiny_runs(write_suite, catalogue, steps=301)
+    assert a[0].run_id != longer[0].run_id
+    assert a[0].run_id.startswith("naive_dqn__CartPole-v1__seed0__cpu__")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
+def test_cuda_runs_are_skipped_with_the_reason_where_there_is_no_cuda(
+    tmp_path, write_suite, catalogue
+):
+    spec = tiny_runs(write_suite, catalogue, devices='["cuda"]')[0]
+    outcome = execute_run(spec, tmp_path, catalogue)
+    assert outcome.status == "skipped"
+    assert "CUDA is not available" in outcome.error
+    status = json.loads((tmp_path / "runs" / spec.run_id / "status.json").read_text())
+    assert status == {"status": "skipped", "reason": outcome.error}
+
+
+def test_auto_device_is_cpu_without_cuda(write_suite, catalogue):
+    runs = tiny_runs(write_suite, catalogue, devices='["auto"]')
+    assert {r.device for r in runs} == {"cuda" if torch.cuda.is_available() else "cpu"}
+
+
+BAD_AGENTS = """
+    import math
+    from rlbench import AgentSpec, hookimpl
+    from rlbench_dqn.naive_dqn import NaiveDQN
+
+    class Crashing(NaiveDQN):
+        def observe(self, t):
+            if self.steps >= 20:
+                raise RuntimeError("the agent crashed on purpose")
+            return super().observe(t)
+
+    class Diverging(NaiveDQN):
+        def observe(self, t):
+            metrics = dict(super().observe(t))
+            if self.steps >= 30:
+                metrics["loss"] = math.nan
+            return metrics
+
+    @hookimpl
+    def rlbench_register_agents():
+        return [AgentSpec("crashing", Crashing), AgentSpec("diverging", Diverging)]
+"""
+
+
+@pytest.fixture
+def bad_catalogue(tmp_path, monkeypatch):
+    (tmp_path / "bad_agents_plugin.py").write_text(textwrap.dedent(BAD_AGENTS))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield load_catalogue(autoload=False, extra_plugins=["bad_agents_plugin"])
+    sys.modules.pop("bad_agents_plugin", None)
+
+
+@pytest.mark.parametrize(
+    ("agent", "message"),
+    [
+        ("crashing", "RuntimeError: the agent crashed on purpose"),
+        ("diverging", "DivergedError: training diverged at step 30: loss = nan"),
+    ],
+)
+def test_a_failing_run_is_recorded_as_failed(tmp_path, bad_catalogue, agent, message):
+    suite_text = f"""
+        name = "bad"
+        seeds = 1
+        environments = ["CartPole-v1"]
+        [budget]
+        steps = 100
+        eval_interval = 50
+        [[agents]]
+        name = "{agent}"
+    """
+    path = tmp_path / "bad.toml"
+    path.write_text(textwrap.dedent(suite_text))
+    [spec] = expand(load_suite(path, bad_catalogue))
+    outcome = execute_run(spec, tmp_path / "out", bad_catalogue)
+    assert outcome.status == "failed" and outcome.error == message
+    run = tmp_path / "out" / "runs" / spec.run_id
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "failed" and status["error"] == message
+    assert "Traceback" in (run / "error.txt").read_text()
+    assert not records.RunDir(tmp_path / "out", spec.run_id).is_complete()
