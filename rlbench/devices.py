@@ -25,7 +25,7 @@ def unavailable_reason(device: str) -> str | None:
         why = "torch is a CPU-only build" if build is None else "no CUDA GPU is visible"
         return (
             f"device {device!r} requested but CUDA is not available ({why}, torch "
-            f"{torch.__version__}); run with devices = [\"cpu\"] or \"auto\", or on a GPU machine"
+            f'{torch.__version__}); run with devices = ["cpu"] or "auto", or on a GPU machine'
         )
     index = torch.device(device).index
     if index is not None and index >= torch.cuda.device_count():

@@ -39,8 +39,10 @@ def evaluate(
                 )
                 total += float(reward)
                 length += 1
-                done = terminated or truncated or (
-                    max_episode_steps is not None and length >= max_episode_steps
+                done = (
+                    terminated
+                    or truncated
+                    or (max_episode_steps is not None and length >= max_episode_steps)
                 )
             returns.append(total)
             lengths.append(length)

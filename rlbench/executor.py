@@ -103,8 +103,14 @@ def run_suite(
                 torch.set_num_threads(previous)
         else:
             _run_in_workers(
-                pending, suite_dir, result, jobs=jobs, threads=threads, autoload=autoload,
-                extra_plugins=extra_plugins, notify=notify,
+                pending,
+                suite_dir,
+                result,
+                jobs=jobs,
+                threads=threads,
+                autoload=autoload,
+                extra_plugins=extra_plugins,
+                notify=notify,
             )
     except KeyboardInterrupt:
         result.interrupted = True

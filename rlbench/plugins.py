@@ -121,9 +121,7 @@ def autoload_enabled() -> bool:
     return not os.environ.get(DISABLE_AUTOLOAD_ENV)
 
 
-def load_catalogue(
-    *, autoload: bool | None = None, extra_plugins: Sequence[str] = ()
-) -> Catalogue:
+def load_catalogue(*, autoload: bool | None = None, extra_plugins: Sequence[str] = ()) -> Catalogue:
     """Load every plugin and collect what it registers.
 
     ``autoload=False`` (or ``RLBENCH_DISABLE_PLUGIN_AUTOLOAD=1``) loads only the plugins
@@ -148,8 +146,13 @@ def load_catalogue(
         candidates.append((ep.name, ep.value, ep.load, dist, version))
     for module_name in extra:
         candidates.append(
-            (module_name, module_name, functools.partial(importlib.import_module, module_name),
-             "RLBENCH_PLUGINS", "-")
+            (
+                module_name,
+                module_name,
+                functools.partial(importlib.import_module, module_name),
+                "RLBENCH_PLUGINS",
+                "-",
+            )
         )
 
     seen: dict[str, str] = {}
@@ -185,8 +188,11 @@ def load_catalogue(
     _collect(pm.hook.rlbench_register_agents, "agent", catalogue.agents, by_name, catalogue)
     _collect(pm.hook.rlbench_register_networks, "network", catalogue.networks, by_name, catalogue)
     _collect(
-        pm.hook.rlbench_register_environments, "environment", catalogue.environments,
-        by_name, catalogue,
+        pm.hook.rlbench_register_environments,
+        "environment",
+        catalogue.environments,
+        by_name,
+        catalogue,
     )
     return catalogue
 

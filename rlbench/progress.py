@@ -25,7 +25,9 @@ class SuiteProgress:
             disable=not console.is_terminal,
             transient=False,
         )
-        self.overall = self.progress.add_task("runs", total=total, completed=already_complete, info="")
+        self.overall = self.progress.add_task(
+            "runs", total=total, completed=already_complete, info=""
+        )
         self.tasks: dict[str, Any] = {}
         self.info: dict[str, dict[str, Any]] = {}
 
@@ -53,7 +55,9 @@ class SuiteProgress:
             if task is not None:
                 self.progress.remove_task(task)
             self.progress.update(self.overall, completed=self.done)
-            self.console.print(self._final_line(run_id, payload, info), markup=False, highlight=False)
+            self.console.print(
+                self._final_line(run_id, payload, info), markup=False, highlight=False
+            )
 
     @staticmethod
     def _describe(info: Mapping[str, Any]) -> str:

@@ -93,7 +93,9 @@ class RunDir:
     def write_json(self, name: str, data: Any) -> None:
         atomic_write_json(self.file(name), data)
 
-    def write_csv(self, name: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    def write_csv(
+        self, name: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]
+    ) -> None:
         atomic_write_csv(self.file(name), columns, rows)
 
     def save_weights(self, state: Mapping[str, Any]) -> None:

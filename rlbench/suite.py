@@ -168,8 +168,8 @@ def validate_suite(
         where = f"agents[{i}]"
         if entry.display in labels:
             problems.append(
-                f'{where}.label: "{entry.display}" is already used by agents[{labels[entry.display]}];'
-                " give each entry of one agent its own label"
+                f'{where}.label: "{entry.display}" is already used by '
+                f"agents[{labels[entry.display]}]; give each entry of one agent its own label"
             )
         labels[entry.display] = i
         resolved = _resolve_agent(entry, where, catalogue, problems, unavailable)
@@ -202,8 +202,9 @@ def _resolve_agent(
         if catalogue.broken:
             # A broken plugin may have provided it: only this agent's runs fail.
             unavailable[entry.display] = _safe_message(catalogue.agent, entry.name)
-            return ResolvedAgent(entry.name, entry.display, dict(entry.config),
-                                 dict(entry.network or {}))
+            return ResolvedAgent(
+                entry.name, entry.display, dict(entry.config), dict(entry.network or {})
+            )
         problems.append(
             f"{where}.name: unknown agent {entry.name!r}"
             f"{did_you_mean(entry.name, catalogue.agents)}; `rlbench list` shows the agents"
@@ -289,7 +290,7 @@ def _pydantic_problems(
         else:
             msg = err["msg"]
             if msg.startswith("Value error, "):
-                msg = msg[len("Value error, "):]
+                msg = msg[len("Value error, ") :]
             given = err.get("input")
             suffix = "" if kind == "value_error" else f", got {given!r}"
             problems.append(f"{key}: {msg[0].lower() + msg[1:]}{suffix}")

@@ -123,7 +123,9 @@ def execute_run(
     if spec.unavailable:
         return _fail(run_dir, spec, spec.unavailable, "", 0.0, notify)
 
-    run_dir.write_json(records.PROVENANCE, provenance.collect(spec.device, catalogue.plugin_versions()))
+    run_dir.write_json(
+        records.PROVENANCE, provenance.collect(spec.device, catalogue.plugin_versions())
+    )
     run_dir.write_status(records.RUNNING)
     started = time.perf_counter()
     try:
@@ -187,8 +189,12 @@ def _train(
             nonlocal eval_time
             t0 = time.perf_counter()
             result = evaluate(
-                agent, eval_env, episodes=spec.eval_episodes, base_seed=eval_base,
-                device=device, max_episode_steps=spec.eval_max_episode_steps,
+                agent,
+                eval_env,
+                episodes=spec.eval_episodes,
+                base_seed=eval_base,
+                device=device,
+                max_episode_steps=spec.eval_max_episode_steps,
             )
             eval_time += time.perf_counter() - t0
             evaluations.append(
@@ -225,8 +231,12 @@ def _train(
                 ep_length[i] += 1
                 if term or trunc:
                     episodes.append(
-                        {"step": step + i + 1, "return": float(ep_return[i]),
-                         "length": int(ep_length[i]), "terminated": bool(term)}
+                        {
+                            "step": step + i + 1,
+                            "return": float(ep_return[i]),
+                            "length": int(ep_length[i]),
+                            "terminated": bool(term),
+                        }
                     )
                     ep_return[i], ep_length[i] = 0.0, 0
                     o, _ = env.reset()
@@ -278,8 +288,11 @@ def _train(
             episodes=len(episodes),
         )
         return RunOutcome(
-            spec.run_id, records.COMPLETE, final_return=final["return_mean"],
-            wall_time_s=wall, steps_per_second=step / train_time,
+            spec.run_id,
+            records.COMPLETE,
+            final_return=final["return_mean"],
+            wall_time_s=wall,
+            steps_per_second=step / train_time,
         )
     finally:
         for env in [*envs, eval_env]:
@@ -287,8 +300,14 @@ def _train(
 
 
 EVALUATION_COLUMNS = [
-    "step", "return_mean", "return_std", "return_min", "return_max", "length_mean",
-    "episodes", "wall_time_s",
+    "step",
+    "return_mean",
+    "return_std",
+    "return_min",
+    "return_max",
+    "length_mean",
+    "episodes",
+    "wall_time_s",
 ]
 EPISODE_COLUMNS = ["step", "return", "length", "terminated"]
 

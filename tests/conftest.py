@@ -44,8 +44,13 @@ def write_suite(tmp_path: Path):
 
     def write(text: str | None = None, filename: str = "suite.toml", **fields) -> Path:
         if text is None:
-            values = {"name": "t", "seeds": 2, "devices": '["cpu"]', "steps": 300,
-                      "eval_interval": 150}
+            values = {
+                "name": "t",
+                "seeds": 2,
+                "devices": '["cpu"]',
+                "steps": 300,
+                "eval_interval": 150,
+            }
             values.update(fields)
             text = TINY_SUITE.format(**values)
         path = tmp_path / filename
@@ -55,11 +60,16 @@ def write_suite(tmp_path: Path):
     return write
 
 
-def rlbench_cmd(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-                timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def rlbench_cmd(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the ``rlbench`` CLI in a fresh process, as a user would."""
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "rlbench", *args],
-        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
     )

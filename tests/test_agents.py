@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-
-from rlbench import AgentContext, Transition
 from rlbench_dqn.common import ReplayBuffer, epsilon_greedy, linear_schedule, td_targets
 from rlbench_mlp import MLPConfig, build_mlp
+
+from rlbench import AgentContext, Transition
 
 AGENTS = ["naive_dqn", "target_dqn", "replay_dqn", "dqn"]
 
@@ -70,7 +70,7 @@ def test_replay_buffer_wraps_around_and_samples_what_was_stored():
         buffer.add(transition([[i]], [i % 2], [float(i)], [[i + 1]], [False], [False]))
     assert len(buffer) == 4
     assert sorted(buffer.reward.tolist()) == [2.0, 3.0, 4.0, 5.0]
-    obs, action, reward, next_obs, terminated = buffer.sample(4, replace=False)
+    obs, _, reward, next_obs, _ = buffer.sample(4, replace=False)
     assert sorted(reward.tolist()) == [2.0, 3.0, 4.0, 5.0]
     assert torch.equal(next_obs.squeeze(1), obs.squeeze(1) + 1)
 
@@ -81,7 +81,10 @@ def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue
     spec = catalogue.agent(name)
     config = spec.config_model.model_validate(
         {"learning_starts": 8, "train_frequency": 4, "gradient_steps": 2, "batch_size": 4}
-        if name == "dqn" else {"batch_size": 4} if name == "replay_dqn" else {}
+        if name == "dqn"
+        else {"batch_size": 4}
+        if name == "replay_dqn"
+        else {}
     )
     agent = spec.agent(config, make_context(env))
     obs, _ = env.reset(seed=0)
@@ -120,7 +123,9 @@ def test_replay_dqn_decays_epsilon_per_episode(catalogue):
     env = gym.make("CartPole-v1")
     spec = catalogue.agent("replay_dqn")
     agent = spec.agent(spec.config_model(), make_context(env, num_envs=2))
-    t = transition([[0.0] * 4] * 2, [0, 1], [1.0, 1.0], [[0.0] * 4] * 2, [True, False], [False, True])
+    t = transition(
+        [[0.0] * 4] * 2, [0, 1], [1.0, 1.0], [[0.0] * 4] * 2, [True, False], [False, True]
+    )
     agent.observe(t)
     assert agent.epsilon == pytest.approx(0.1 * 0.995**2)
 

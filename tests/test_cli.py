@@ -48,8 +48,9 @@ def test_run_prints_progress_and_the_summary_table(tmp_path, write_suite):
 def test_parallel_jobs_give_the_same_results_as_serial(tmp_path, write_suite):
     suite = write_suite()
     for jobs in ("1", "2"):
-        proc = rlbench_cmd("run", str(suite), "--results", str(tmp_path / jobs), "-j", jobs,
-                           "--threads", "1")
+        proc = rlbench_cmd(
+            "run", str(suite), "--results", str(tmp_path / jobs), "-j", jobs, "--threads", "1"
+        )
         assert proc.returncode == 0, proc.stderr
     serial = (tmp_path / "1" / "t" / "summary.csv").read_text()
     parallel = (tmp_path / "2" / "t" / "summary.csv").read_text()
@@ -123,8 +124,17 @@ FAILING_PLUGIN = """
 def test_a_failed_run_does_not_stop_the_others(tmp_path, write_suite):
     (tmp_path / "failing_plugin.py").write_text(textwrap.dedent(FAILING_PLUGIN))
     path = write_suite(TWO_AGENTS.format(first="failing"))
-    proc = rlbench_cmd("-p", "failing_plugin", "run", str(path), "--results",
-                       str(tmp_path / "res"), "-j", "2", env={"PYTHONPATH": str(tmp_path)})
+    proc = rlbench_cmd(
+        "-p",
+        "failing_plugin",
+        "run",
+        str(path),
+        "--results",
+        str(tmp_path / "res"),
+        "-j",
+        "2",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
     assert proc.returncode == 1
     assert "failed: failing__CartPole-v1__seed0" in proc.stdout
     assert "ValueError: this agent always fails" in proc.stdout
@@ -162,9 +172,9 @@ SLOW_SUITE = """
 def _wait_for_complete(suite_dir: Path, count: int, proc: subprocess.Popen, limit: float) -> None:
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if (suite_dir / "runs").is_dir():
-            if list(statuses(suite_dir).values()).count("complete") >= count:
-                return
+        runs = suite_dir / "runs"
+        if runs.is_dir() and list(statuses(suite_dir).values()).count("complete") >= count:
+            return
         assert proc.poll() is None, "rlbench ended before it could be interrupted"
         time.sleep(0.05)
     raise AssertionError("no run completed in time")
@@ -172,9 +182,10 @@ def _wait_for_complete(suite_dir: Path, count: int, proc: subprocess.Popen, limi
 
 def _start(path: Path, results: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "rlbench", "run", str(path), "--results", str(results),
-         "-j", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "rlbench", "run", str(path), "--results", str(results), "-j", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "COLUMNS": "200"},
     )
 

@@ -76,18 +76,22 @@ def test_a_plugin_that_fails_to_import_is_reported_and_the_others_load(plugin_di
     assert broken.name == "fake_plugin_broken"
     assert "ModuleNotFoundError" in broken.error and "not_a_real_module_xyz" in broken.error
     # A name that plugin might have provided says so instead of only "unknown".
-    with pytest.raises(RlbenchError, match="fake_plugin_broken.*failed to load"):
+    with pytest.raises(RlbenchError, match=r"fake_plugin_broken.*failed to load"):
         catalogue.agent("my_agent")
 
 
 def test_a_hook_that_raises_is_reported_like_a_broken_import(plugin_dir):
-    module = _write(plugin_dir, "fake_plugin_raises", """
+    module = _write(
+        plugin_dir,
+        "fake_plugin_raises",
+        """
         from rlbench import hookimpl
 
         @hookimpl
         def rlbench_register_agents():
             raise RuntimeError("boom")
-    """)
+    """,
+    )
     catalogue = load_catalogue(autoload=False, extra_plugins=[module])
     assert [b.name for b in catalogue.broken] == ["fake_plugin_raises"]
     assert "RuntimeError: boom" in catalogue.broken[0].error
@@ -95,19 +99,26 @@ def test_a_hook_that_raises_is_reported_like_a_broken_import(plugin_dir):
 
 
 def test_a_misspelt_hook_is_an_error(plugin_dir):
-    module = _write(plugin_dir, "fake_plugin_typo", """
+    module = _write(
+        plugin_dir,
+        "fake_plugin_typo",
+        """
         from rlbench import hookimpl
 
         @hookimpl
         def rlbench_register_agent():
             return []
-    """)
+    """,
+    )
     with pytest.raises(PluginError, match="rlbench_register_agent"):
         load_catalogue(autoload=False, extra_plugins=[module])
 
 
 def test_extra_plugins_come_from_the_environment_variable(plugin_dir, monkeypatch):
-    module = _write(plugin_dir, "fake_plugin_env", """
+    module = _write(
+        plugin_dir,
+        "fake_plugin_env",
+        """
         import functools
         import gymnasium as gym
         from rlbench import EnvironmentSpec, ReferenceScores, hookimpl
@@ -119,7 +130,8 @@ def test_extra_plugins_come_from_the_environment_variable(plugin_dir, monkeypatc
                 make=functools.partial(gym.make, "CartPole-v1", max_episode_steps=50),
                 reference=ReferenceScores(random=20.0, solved=50.0),
             )]
-    """)
+    """,
+    )
     monkeypatch.setenv("RLBENCH_PLUGINS", module)
     catalogue = load_catalogue(autoload=False)
     env = catalogue.environment("ShortCartPole").create()

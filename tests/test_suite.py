@@ -36,7 +36,7 @@ def problems_of(path, catalogue) -> list[str]:
 
 
 def test_invalid_toml_names_file_and_line(write_suite, catalogue):
-    path = write_suite('seeds = 2\nname = cartpole\n')
+    path = write_suite("seeds = 2\nname = cartpole\n")
     [problem] = problems_of(path, catalogue)
     assert problem.startswith("invalid TOML") and "line 2" in problem
 

@@ -19,9 +19,21 @@ def pip_install_target(package: Path, target: Path) -> None:
     """Build and install ``package`` into ``target`` (a directory that goes on PYTHONPATH),
     so the test's own environment is left as it was."""
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-         "--no-build-isolation", "--target", str(target), str(package)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(package),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
 
@@ -42,7 +54,8 @@ def test_installed_plugin_is_listed_with_its_distribution(site):
 
 def test_installed_plugin_is_benchmarked_next_to_the_builtins(site, tmp_path):
     suite = tmp_path / "suite.toml"
-    suite.write_text(textwrap.dedent("""
+    suite.write_text(
+        textwrap.dedent("""
         name = "dd"
         seeds = 1
         environments = ["CartPole-v1"]
@@ -56,9 +69,17 @@ def test_installed_plugin_is_benchmarked_next_to_the_builtins(site, tmp_path):
         [[agents]]
         name = "double_dqn"
         config = { learning_starts = 100, train_frequency = 50, gradient_steps = 5 }
-    """))
-    proc = rlbench_cmd("run", str(suite), "--results", str(tmp_path / "res"), "-j", "1",
-                       env={"PYTHONPATH": str(site)})
+    """)
+    )
+    proc = rlbench_cmd(
+        "run",
+        str(suite),
+        "--results",
+        str(tmp_path / "res"),
+        "-j",
+        "1",
+        env={"PYTHONPATH": str(site)},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "double_dqn" in proc.stdout and "[2/2] complete" in proc.stdout
     [run] = (tmp_path / "res" / "dd" / "runs").glob("double_dqn__*")
@@ -81,8 +102,11 @@ def test_autoload_can_be_disabled_for_clean_runs(site):
 def test_the_example_packages_own_tests_pass(site):
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLE / "tests")],
-        capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": ""},
-        cwd=EXAMPLE, timeout=300,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(site), "PATH": ""},
+        cwd=EXAMPLE,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -110,7 +134,8 @@ def test_a_broken_plugin_fails_only_the_runs_that_need_it(tmp_path):
     pip_install_target(package, site)
 
     suite = tmp_path / "suite.toml"
-    suite.write_text(textwrap.dedent("""
+    suite.write_text(
+        textwrap.dedent("""
         name = "mixed"
         seeds = 1
         environments = ["CartPole-v1"]
@@ -122,9 +147,17 @@ def test_a_broken_plugin_fails_only_the_runs_that_need_it(tmp_path):
         name = "broken_agent"
         [[agents]]
         name = "naive_dqn"
-    """))
-    proc = rlbench_cmd("run", str(suite), "--results", str(tmp_path / "res"), "-j", "1",
-                       env={"PYTHONPATH": str(site)})
+    """)
+    )
+    proc = rlbench_cmd(
+        "run",
+        str(suite),
+        "--results",
+        str(tmp_path / "res"),
+        "-j",
+        "1",
+        env={"PYTHONPATH": str(site)},
+    )
     assert proc.returncode == 1
     assert (
         "warning: plugin 'broken' (rlbench-broken 0.0.1) failed to load: "

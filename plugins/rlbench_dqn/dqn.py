@@ -17,6 +17,7 @@ from rlbench import Agent, AgentConfig, AgentContext, Transition
 from rlbench_dqn.common import (
     LossName,
     ReplayBuffer,
+    adam,
     discrete_actions,
     epsilon_greedy,
     linear_schedule,
@@ -73,7 +74,7 @@ class DQN(Agent):
         obs_size = int(torch.Size(context.observation_space.shape).numel())
         self.q = context.make_network(obs_size, self.num_actions)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate)
+        self.optimizer = adam(self.q.parameters(), config.learning_rate)
         self.buffer = ReplayBuffer(config.buffer_size, obs_size, context.device, context.rng)
         self.decay_steps = int(config.exploration_fraction * context.total_steps)
         self.steps = 0

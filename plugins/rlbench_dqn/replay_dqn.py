@@ -16,6 +16,7 @@ from rlbench import Agent, AgentConfig, AgentContext, Transition
 from rlbench_dqn.common import (
     LossName,
     ReplayBuffer,
+    adam,
     discrete_actions,
     epsilon_greedy,
     td_loss,
@@ -70,7 +71,7 @@ class ReplayDQN(Agent):
         self.num_actions = discrete_actions("replay_dqn", context.action_space)
         obs_size = int(torch.Size(context.observation_space.shape).numel())
         self.q = context.make_network(obs_size, self.num_actions)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.learning_rate)
+        self.optimizer = adam(self.q.parameters(), config.learning_rate)
         self.buffer = ReplayBuffer(config.buffer_size, obs_size, context.device, context.rng)
         self.epsilon = config.epsilon_start
         self.steps = 0
