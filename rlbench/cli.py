@@ -34,7 +34,10 @@ class _Options:
         self.plugins = plugins
 
     def catalogue(self) -> Catalogue:
-        catalogue = load_catalogue(autoload=self.autoload, extra_plugins=self.plugins)
+        try:
+            catalogue = load_catalogue(autoload=self.autoload, extra_plugins=self.plugins)
+        except RlbenchError as exc:
+            _fail(str(exc))
         for broken in catalogue.broken:
             err_console.print(f"warning: {broken.describe()}", markup=False, highlight=False)
         return catalogue
@@ -77,6 +80,10 @@ def cli(ctx: click.Context, no_plugin_autoload: bool, plugins: tuple[str, ...]) 
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Torch threads per worker [default: cores / jobs].")
 @click.option("--force", is_flag=True, help="Redo runs that already completed.")
+@click.option(
+    "--report/--no-report", default=True, show_default=True,
+    help="Write the suite's report (tables, figures, report.md) at the end.",
+)
 @click.pass_obj
 def run_command(
     options: _Options,
@@ -85,6 +92,7 @@ def run_command(
     jobs: str,
     threads: int | None,
     force: bool,
+    report: bool,
 ) -> None:
     """Run every agent × environment × seed × device of SUITE_FILE.
 
@@ -110,6 +118,8 @@ def run_command(
             "(--force reruns them)."
         )
     _print_summary(result.suite_dir)
+    if report and not result.interrupted:
+        _write_report(result.suite_dir, catalogue)
     if result.interrupted:
         console.print(
             "Interrupted: completed runs are kept; run the same command again to resume."
@@ -149,6 +159,17 @@ def _print_summary(suite_dir: Path) -> None:
     for run in bad.itertuples(index=False):
         console.print(f"{run.status}: {run.run_id}: {run.error}", markup=False, highlight=False)
     console.print(f"Results: {suite_dir}", markup=False, highlight=False)
+
+
+def _write_report(suite_dir: Path, catalogue: Catalogue) -> None:
+    from rlbench.report import write_report
+
+    try:
+        path = write_report([suite_dir], catalogue=catalogue)
+    except RlbenchError as exc:
+        err_console.print(f"no report: {exc}", markup=False, highlight=False)
+        return
+    console.print(f"Report: {path}", markup=False, highlight=False)
 
 
 @cli.command("validate")
@@ -206,6 +227,38 @@ def _fields_text(spec: Any) -> str:
     if extra is not None:
         lines.append(f"\n  network = {dict(extra)!r}")
     return "".join(lines)
+
+
+@cli.command("report")
+@click.argument(
+    "results_dirs",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the report here [default: the first RESULTS_DIR's report/ folder].",
+)
+@click.pass_obj
+def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
+    """Write the report of one or more suite results folders (e.g. results/cartpole).
+
+    Tables (CSV), figures (PNG, SVG), report.md and report.html go to RESULTS_DIR/report/;
+    with several folders, their agents are compared in one report.
+    """
+    from rlbench.report import rich_score_table, write_report
+
+    try:
+        path = write_report(list(results_dirs), out_dir, catalogue=options.catalogue())
+    except RlbenchError as exc:
+        _fail(str(exc))
+        return
+    console.print(rich_score_table(path.parent, compact=console.width < 100))
+    console.print(f"Report: {path}", markup=False, highlight=False)
 
 
 def main() -> None:

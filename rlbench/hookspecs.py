@@ -14,6 +14,8 @@ arguments than its specification, so new arguments can be added without breaking
 
 from __future__ import annotations
 
+from typing import Any
+
 import pluggy
 
 from rlbench.specs import AgentSpec, EnvironmentSpec, NetworkSpec
@@ -65,4 +67,33 @@ def rlbench_register_environments() -> list[EnvironmentSpec]:
     environment spec whose name is a Gymnasium id takes precedence over plain ``gym.make``.
 
     :returns: a list of :class:`~rlbench.specs.EnvironmentSpec` with unique names.
+    """
+
+
+# -------------------------------------------------------------------------
+# Tuning: called by ``rlbench tune`` (and by ``rlbench validate`` on a suite with a
+# ``[tune]`` table) for the one agent being tuned.
+#
+# A hook rather than a ``search_space`` field on AgentSpec: AgentSpec stays as it is (no
+# plugin needs to change), and a plugin can provide or override the search space of an
+# agent it does not own (a package of tuned spaces for another package's agents, or a
+# user's ``-p`` module), which a field on the owner's spec cannot allow.
+# -------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def rlbench_search_space(agent_name: str) -> dict[str, Any] | None:
+    """Return the default hyperparameter search space of an agent, or ``None``.
+
+    Called once per ``rlbench tune`` or ``rlbench validate`` of a suite with a ``[tune]``
+    table, for the agent being tuned. Receives the agent's registered name. Plugins are
+    asked in reverse registration order (``-p`` modules first, then entry points in
+    reverse name order) and the first that returns something other than ``None`` wins; a
+    plugin that knows nothing about the agent returns ``None``.
+
+    :returns: ``{hyperparameter: dimension}`` in the suite file's ``[tune.space.<label>]``
+        format (see ``docs/tuning.md``): ``{"low": 1e-4, "high": 1e-2, "log": True}`` (a
+        float range, or an integer range when both bounds are integers, optionally with
+        ``"step"``), ``{"choices": [...]}``, or a plain value (fixed). Keys must be fields of
+        the agent's config. A suite's ``[tune.space.<label>]`` overrides it key by key.
     """

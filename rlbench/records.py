@@ -32,10 +32,22 @@ ERROR = "error.txt"
 COMPLETE, FAILED, SKIPPED, RUNNING = "complete", "failed", "skipped", "running"
 
 
+def _file_mode() -> int:
+    # mkstemp creates files readable by the owner only; results are meant to be shared, so
+    # give them the mode any other new file would get under the process's umask.
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

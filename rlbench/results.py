@@ -7,14 +7,19 @@ skipped runs are never silently dropped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from rlbench import records
 from rlbench.executor import MANIFEST
+
+if TYPE_CHECKING:
+    from rlbench.plugins import Catalogue
+    from rlbench.specs import ReferenceScores
 
 RUN_COLUMNS = ["run_id", "suite", "agent", "label", "env", "seed", "device", "status"]
 
@@ -27,7 +32,9 @@ def _suite_run_dirs(suite_dir: Path, only_manifest: bool) -> list[Path]:
     return sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
 
 
-def load_runs(paths: Path | str | Iterable[Path | str], *, only_manifest: bool = True) -> pd.DataFrame:
+def load_runs(
+    paths: Path | str | Iterable[Path | str], *, only_manifest: bool = True
+) -> pd.DataFrame:
     """One row per run of one or more suite results folders: its config, status, final score
     and speed. ``only_manifest`` keeps the runs of the suite as last run (its ``suite.json``),
     leaving out leftovers of earlier configurations."""
@@ -88,14 +95,187 @@ def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
         .reset_index()
     )
     missing = (
-        runs[runs["status"] != records.COMPLETE].groupby(["label", "env"]).size()
-        .rename("not_complete").reset_index()
+        runs[runs["status"] != records.COMPLETE]
+        .groupby(["label", "env"])
+        .size()
+        .rename("not_complete")
+        .reset_index()
     )
     order = runs[["label", "env"]].drop_duplicates()
     table = order.merge(stats, how="left").merge(missing, how="left")
     table["n"] = table["n"].fillna(0).astype(int)
     table["not_complete"] = table["not_complete"].fillna(0).astype(int)
     return table
+
+
+#: Status of a run listed in ``suite.json`` whose directory holds no ``config.json``: it
+#: never started (the suite was interrupted before reaching it).
+NOT_STARTED = "not started"
+
+
+def source_names(paths: Path | str | Iterable[Path | str]) -> dict[Path, str]:
+    """A short, unique name for each results folder: its own name, or as many of its parent
+    folders as it takes to tell it apart from the others (``a/tiny`` and ``b/tiny``).
+    Returns ``{folder: name}`` in the order given."""
+    folders = list(dict.fromkeys(Path(p) for p in _as_paths(paths)))
+    depth = 1
+    while True:
+        names = {f: "/".join(f.resolve().parts[-depth:]) for f in folders}
+        if len(set(names.values())) == len(folders) or depth > 32:
+            return names
+        depth += 1
+
+
+def load_run_table(
+    paths: Path | str | Iterable[Path | str], *, only_manifest: bool = True
+) -> pd.DataFrame:
+    """Every run of one or more results folders, whatever its status: :func:`load_runs`'s
+    columns plus ``results_dir``, ``source`` (see :func:`source_names`), ``device_name``
+    (from the run's provenance) and ``agent_key`` (see :func:`agent_keys`). Runs listed in
+    ``suite.json`` that never started get a row with status ``"not started"``. Returns one
+    row per run, in suite order."""
+    frames = []
+    for folder, source in source_names(paths).items():
+        runs = load_runs(folder, only_manifest=only_manifest)
+        rows = runs.to_dict("records")
+        seen = set(runs["run_id"]) if not runs.empty else set()
+        manifest = records.read_json(folder / MANIFEST)
+        listed = manifest.get("runs", []) if isinstance(manifest, dict) else []
+        for run_id in listed:
+            if run_id not in seen:
+                rows.append(_not_started_row(folder, run_id, manifest.get("name", "")))
+        order = {run_id: i for i, run_id in enumerate(listed)}
+        rows.sort(key=lambda r: order.get(r["run_id"], len(order)))
+        for row in rows:
+            provenance = records.read_json(Path(row["path"]) / records.PROVENANCE)
+            row["device_name"] = (
+                provenance.get("device_name", "") if isinstance(provenance, dict) else ""
+            )
+            row["results_dir"] = str(folder)
+            row["source"] = source
+        frames.append(pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS))
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=RUN_COLUMNS)
+    for column in ("results_dir", "source", "device_name"):
+        if column not in table.columns:
+            table[column] = pd.Series(dtype=object)
+    table["agent_key"] = agent_keys(table)
+    return table
+
+
+def agent_keys(runs: pd.DataFrame) -> pd.Series:
+    """What reports compare: the agent's label, suffixed with `` @ <source>`` when the same
+    label comes from more than one results folder (so two folders' ``dqn`` stay apart).
+    Returns a Series aligned with ``runs``."""
+    if runs.empty:
+        return pd.Series(dtype=object, index=runs.index)
+    sources = runs.groupby("label")["source"].nunique()
+    shared = set(sources[sources > 1].index)
+    return pd.Series(
+        [
+            f"{lab} @ {src}" if lab in shared else lab
+            for lab, src in zip(runs["label"], runs["source"], strict=True)
+        ],
+        index=runs.index,
+        dtype=object,
+    )
+
+
+def reference_table(
+    envs: Iterable[str], catalogue: Catalogue | None = None
+) -> dict[str, ReferenceScores | None]:
+    """Each environment's declared :class:`~rlbench.specs.ReferenceScores`, or ``None``
+    where its plugin declares none (or the environment is unknown here). Loads the plugin
+    catalogue when none is given."""
+    from rlbench.errors import RlbenchError
+    from rlbench.plugins import load_catalogue
+
+    catalogue = catalogue or load_catalogue()
+    table: dict[str, ReferenceScores | None] = {}
+    for env in dict.fromkeys(envs):
+        try:
+            table[env] = catalogue.environment(env).reference
+        except RlbenchError:
+            table[env] = None
+    return table
+
+
+def load_tidy(
+    paths: Path | str | Iterable[Path | str],
+    *,
+    references: Mapping[str, ReferenceScores | None] | None = None,
+    catalogue: Catalogue | None = None,
+    only_manifest: bool = True,
+    runs: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The long-form (tidy) frame that :mod:`rlbench.stats` works on: one row per complete
+    run × evaluation step, with ``evaluations.csv``'s columns (``step``, ``return_mean``,
+    ...), the run's columns from :func:`load_run_table` (config, device, speed, ...) and:
+
+    - ``ref_random``, ``ref_solved``: the environment's declared reference scores (NaN
+      where it declares none);
+    - ``normalized``: ``(return_mean - ref_random) / (ref_solved - ref_random)``;
+    - ``final``: True on the run's last evaluation (its final score).
+
+    ``references`` maps environment names to reference scores; by default they come from
+    the installed plugins (``catalogue``, loaded when not given). ``runs`` reuses a table
+    already read by :func:`load_run_table`. Returns an empty frame when no run completed."""
+    runs = load_run_table(paths, only_manifest=only_manifest) if runs is None else runs
+    complete = runs[runs["status"] == records.COMPLETE] if not runs.empty else runs
+    frames = []
+    for run in complete.to_dict("records"):
+        curve = pd.read_csv(Path(run["path"]) / records.EVALUATIONS)
+        if curve.empty:
+            continue
+        extra = {key: value for key, value in run.items() if key not in curve.columns}
+        curve = curve.assign(**{k: [v] * len(curve) for k, v in extra.items()})
+        curve["final"] = curve["step"] == curve["step"].max()
+        frames.append(curve)
+    if not frames:
+        return pd.DataFrame(columns=[*RUN_COLUMNS, "step", "return_mean", "normalized"])
+    tidy = pd.concat(frames, ignore_index=True)
+    if references is None:
+        references = reference_table(tidy["env"].unique(), catalogue)
+    tidy["ref_random"] = (
+        tidy["env"]
+        .map(lambda e: references[e].random if references.get(e) else np.nan)
+        .astype(float)
+    )
+    tidy["ref_solved"] = (
+        tidy["env"]
+        .map(lambda e: references[e].solved if references.get(e) else np.nan)
+        .astype(float)
+    )
+    tidy["normalized"] = normalize(tidy["return_mean"], tidy["ref_random"], tidy["ref_solved"])
+    return tidy
+
+
+def normalize(score: Any, random: Any, solved: Any) -> Any:
+    """``(score - random) / (solved - random)``: 0 is a uniformly random policy, 1 the
+    solved threshold. Works element-wise on scalars, arrays and Series; returns the same
+    kind."""
+    return (score - random) / (solved - random)
+
+
+def _not_started_row(folder: Path, run_id: str, suite: str) -> dict[str, Any]:
+    parts = run_id.split("__")
+    label, env, seed, device = [*parts, "", "", "", ""][:4]
+    seed_value: Any = int(seed[4:]) if seed.startswith("seed") and seed[4:].isdigit() else None
+    return {
+        "run_id": run_id,
+        "suite": suite,
+        "agent": label,
+        "label": label,
+        "env": env,
+        "seed": seed_value,
+        "device": device,
+        "steps": None,
+        "status": NOT_STARTED,
+        "final_return": None,
+        "steps_per_second": None,
+        "wall_time_s": None,
+        "error": "listed in suite.json but never started",
+        "path": str(folder / records.RUNS_DIRNAME / run_id),
+    }
 
 
 def _as_paths(paths: Path | str | Iterable[Path | str]) -> Sequence[Path]:

@@ -36,12 +36,16 @@ def test_run_prints_progress_and_the_summary_table(tmp_path, write_suite):
     assert set(statuses(suite_dir).values()) == {"complete"}
     assert (suite_dir / "summary.csv").read_text().startswith("label,env,mean,std,n")
     assert json.loads((suite_dir / "suite.json").read_text())["name"] == "t"
+    assert f"Report: {suite_dir / 'report' / 'report.md'}" in out
+    assert (suite_dir / "report" / "report.html").stat().st_size > 0
 
-    again = rlbench_cmd("run", str(suite), "--results", str(tmp_path / "res"))
+    again = rlbench_cmd("run", str(suite), "--results", str(tmp_path / "res"), "--no-report")
     assert again.returncode == 0
     assert "4 run(s) were already complete and were not rerun" in again.stdout
 
-    forced = rlbench_cmd("run", str(suite), "--results", str(tmp_path / "res"), "--force")
+    forced = rlbench_cmd(
+        "run", str(suite), "--results", str(tmp_path / "res"), "--force", "--no-report"
+    )
     assert forced.returncode == 0 and "[4/4] complete" in forced.stdout
 
 
@@ -49,7 +53,15 @@ def test_parallel_jobs_give_the_same_results_as_serial(tmp_path, write_suite):
     suite = write_suite()
     for jobs in ("1", "2"):
         proc = rlbench_cmd(
-            "run", str(suite), "--results", str(tmp_path / jobs), "-j", jobs, "--threads", "1"
+            "run",
+            str(suite),
+            "--results",
+            str(tmp_path / jobs),
+            "-j",
+            jobs,
+            "--threads",
+            "1",
+            "--no-report",
         )
         assert proc.returncode == 0, proc.stderr
     serial = (tmp_path / "1" / "t" / "summary.csv").read_text()
@@ -182,7 +194,18 @@ def _wait_for_complete(suite_dir: Path, count: int, proc: subprocess.Popen, limi
 
 def _start(path: Path, results: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "rlbench", "run", str(path), "--results", str(results), "-j", "1"],
+        [
+            sys.executable,
+            "-m",
+            "rlbench",
+            "run",
+            str(path),
+            "--results",
+            str(results),
+            "-j",
+            "1",
+            "--no-report",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -204,7 +227,9 @@ def test_killed_suite_resumes_where_it_stopped(tmp_path, write_suite):
     # Whatever the kill interrupted is not trusted: it is not marked complete.
     assert all(status in ("complete", "running", "missing") for status in before.values())
 
-    resumed = rlbench_cmd("run", str(path), "--results", str(tmp_path / "res"), "-j", "1")
+    resumed = rlbench_cmd(
+        "run", str(path), "--results", str(tmp_path / "res"), "-j", "1", "--no-report"
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"{len(done)} run(s) were already complete and were not rerun" in resumed.stdout
     assert set(statuses(suite_dir).values()) == {"complete"} and len(statuses(suite_dir)) == 4
