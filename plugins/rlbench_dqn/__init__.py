@@ -7,10 +7,13 @@ measured against.
 
 from __future__ import annotations
 
+from typing import Any
+
 from rlbench import AgentSpec, hookimpl
 from rlbench_dqn.dqn import DQN
 from rlbench_dqn.naive_dqn import NaiveDQN
 from rlbench_dqn.replay_dqn import ReplayDQN
+from rlbench_dqn.search_spaces import search_space
 from rlbench_dqn.target_dqn import TargetDQN
 
 
@@ -22,3 +25,8 @@ def rlbench_register_agents() -> list[AgentSpec]:
         AgentSpec(name="replay_dqn", agent=ReplayDQN),
         AgentSpec(name="dqn", agent=DQN),
     ]
+
+
+@hookimpl
+def rlbench_search_space(agent_name: str) -> dict[str, Any] | None:
+    return search_space(agent_name)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable
-from typing import Literal
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from rlbench import Transition
+from rlbench import Agent, AgentConfig, AgentContext, Transition
 
 LossName = Literal["mse", "huber"]
 
@@ -135,3 +136,67 @@ class ReplayBuffer:
             self.next_obs[idx],
             self.terminated[idx],
         )
+
+
+class QAgent(Agent):
+    """What every agent of the family shares: an online Q-network (and, with
+    ``target_network=True``, a frozen copy for targets), fused Adam, epsilon-greedy acting,
+    and saving/loading all of it. Subclasses define their config and :meth:`observe`.
+
+    ``epsilon`` is the linear schedule from ``epsilon_start`` to ``epsilon_end`` over
+    ``exploration_fraction`` of the budget; an agent with another schedule assigns
+    ``self.epsilon`` itself (see ``replay_dqn``)."""
+
+    name: ClassVar[str] = "dqn"
+
+    def __init__(self, config: AgentConfig, context: AgentContext, *, target_network: bool) -> None:
+        super().__init__(config, context)
+        self.num_actions = discrete_actions(self.name, context.action_space)
+        self.q = context.make_network(flat_size(context.observation_space), self.num_actions)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False) if target_network else None
+        self.optimizer = adam(self.q.parameters(), config.learning_rate)
+        self.steps = 0
+
+    @property
+    def epsilon(self) -> float:
+        c = self.config
+        decay_steps = int(c.exploration_fraction * self.context.total_steps)
+        return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, decay_steps)
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        with torch.no_grad():
+            q_values = self.q(obs.flatten(1))
+        return epsilon_greedy(q_values, 0.0 if greedy else self.epsilon, self.context.rng)
+
+    def count_steps(self, t: Transition, sync_every: int | None = None) -> None:
+        """Advance the step counter by this transition's environments and, when the count
+        crosses a multiple of ``sync_every``, copy the online weights into the target."""
+        before = self.steps
+        self.steps += t.obs.shape[0]
+        if sync_every is not None and self.steps // sync_every > before // sync_every:
+            self.q_target.load_state_dict(self.q.state_dict())
+
+    def gradient_step(self, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.q.parameters(), max_grad_norm)
+        self.optimizer.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "q_network": self.q.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+            "epsilon": float(self.epsilon),
+        }
+        if self.q_target is not None:
+            state["target_network"] = self.q_target.state_dict()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.q.load_state_dict(state["q_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])
+        if self.q_target is not None:
+            self.q_target.load_state_dict(state["target_network"])

@@ -6,24 +6,14 @@ CartPole-v1 settings for Stable-Baselines3's DQN, which solve CartPole in 50k st
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
-from rlbench import Agent, AgentConfig, AgentContext, Transition
-from rlbench_dqn.common import (
-    LossName,
-    ReplayBuffer,
-    adam,
-    discrete_actions,
-    epsilon_greedy,
-    linear_schedule,
-    td_loss,
-    td_targets,
-)
+from rlbench import AgentConfig, AgentContext, Transition
+from rlbench_dqn.common import LossName, QAgent, ReplayBuffer, flat_size, td_loss, td_targets
 
 
 class DQNConfig(AgentConfig):
@@ -55,7 +45,7 @@ class DQNConfig(AgentConfig):
     """Gradients are clipped to this global norm."""
 
 
-class DQN(Agent):
+class DQN(QAgent):
     """DQN with experience replay, a target network and linearly decaying epsilon-greedy.
 
     Every ``train_frequency`` environment steps (after ``learning_starts``) it takes
@@ -67,35 +57,20 @@ class DQN(Agent):
     Config: ClassVar[type[AgentConfig]] = DQNConfig
     default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [256, 256]}
 
+    name: ClassVar[str] = "dqn"
+
     def __init__(self, config: DQNConfig, context: AgentContext) -> None:
-        super().__init__(config, context)
+        super().__init__(config, context, target_network=True)
         self.cfg = config
-        self.num_actions = discrete_actions("dqn", context.action_space)
-        obs_size = int(torch.Size(context.observation_space.shape).numel())
-        self.q = context.make_network(obs_size, self.num_actions)
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = adam(self.q.parameters(), config.learning_rate)
-        self.buffer = ReplayBuffer(config.buffer_size, obs_size, context.device, context.rng)
-        self.decay_steps = int(config.exploration_fraction * context.total_steps)
-        self.steps = 0
-
-    @property
-    def epsilon(self) -> float:
-        c = self.cfg
-        return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, self.decay_steps)
-
-    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
-        with torch.no_grad():
-            q_values = self.q(obs.flatten(1))
-        return epsilon_greedy(q_values, 0.0 if greedy else self.epsilon, self.context.rng)
+        self.buffer = ReplayBuffer(
+            config.buffer_size, flat_size(context.observation_space), context.device, context.rng
+        )
 
     def observe(self, t: Transition) -> Mapping[str, float]:
         c = self.cfg
         self.buffer.add(t)
         before = self.steps
-        self.steps += t.obs.shape[0]
-        if self.steps // c.target_update_interval > before // c.target_update_interval:
-            self.q_target.load_state_dict(self.q.state_dict())
+        self.count_steps(t, sync_every=c.target_update_interval)
         if self.steps <= c.learning_starts or (
             self.steps // c.train_frequency == before // c.train_frequency
         ):
@@ -108,10 +83,7 @@ class DQN(Agent):
             with torch.no_grad():
                 target = self.targets(reward, next_obs, terminated)
             loss = td_loss(q_taken, target, c.loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
-            self.optimizer.step()
+            self.gradient_step(loss, c.max_grad_norm)
             total += loss.detach().cpu()
         return {"loss": total.item() / c.gradient_steps, "epsilon": self.epsilon}
 
@@ -124,17 +96,3 @@ class DQN(Agent):
         """
         next_q_max = self.q_target(next_obs).max(dim=1).values
         return td_targets(reward, next_q_max, terminated, self.cfg.gamma)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "q_network": self.q.state_dict(),
-            "target_network": self.q_target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "steps": self.steps,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.q.load_state_dict(state["q_network"])
-        self.q_target.load_state_dict(state["target_network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.steps = int(state["steps"])

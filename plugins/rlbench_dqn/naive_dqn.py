@@ -12,16 +12,8 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from rlbench import Agent, AgentConfig, AgentContext, Transition
-from rlbench_dqn.common import (
-    LossName,
-    adam,
-    discrete_actions,
-    epsilon_greedy,
-    linear_schedule,
-    td_loss,
-    td_targets,
-)
+from rlbench import AgentConfig, AgentContext, Transition
+from rlbench_dqn.common import LossName, QAgent, td_loss, td_targets
 
 
 class NaiveDQNConfig(AgentConfig):
@@ -39,7 +31,7 @@ class NaiveDQNConfig(AgentConfig):
     """Fraction of the training budget over which epsilon decays linearly."""
 
 
-class NaiveDQN(Agent):
+class NaiveDQN(QAgent):
     """Online DQN: one gradient step per transition, on that transition alone; no target
     network, no replay.
 
@@ -69,25 +61,11 @@ class NaiveDQN(Agent):
     Config: ClassVar[type[AgentConfig]] = NaiveDQNConfig
     default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [64, 32]}
 
+    name: ClassVar[str] = "naive_dqn"
+
     def __init__(self, config: NaiveDQNConfig, context: AgentContext) -> None:
-        super().__init__(config, context)
+        super().__init__(config, context, target_network=False)
         self.cfg = config
-        self.num_actions = discrete_actions("naive_dqn", context.action_space)
-        obs_size = int(torch.Size(context.observation_space.shape).numel())
-        self.q = context.make_network(obs_size, self.num_actions)
-        self.optimizer = adam(self.q.parameters(), config.learning_rate)
-        self.decay_steps = int(config.exploration_fraction * context.total_steps)
-        self.steps = 0
-
-    @property
-    def epsilon(self) -> float:
-        c = self.cfg
-        return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, self.decay_steps)
-
-    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
-        with torch.no_grad():
-            q_values = self.q(obs.flatten(1))
-        return epsilon_greedy(q_values, 0.0 if greedy else self.epsilon, self.context.rng)
 
     def observe(self, t: Transition) -> Mapping[str, float]:
         q_taken = self.q(t.obs.flatten(1)).gather(1, t.action.long().unsqueeze(1)).squeeze(1)
@@ -95,20 +73,6 @@ class NaiveDQN(Agent):
             next_q_max = self.q(t.next_obs.flatten(1)).max(dim=1).values
             target = td_targets(t.reward, next_q_max, t.terminated, self.cfg.gamma)
         loss = td_loss(q_taken, target, self.cfg.loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.steps += t.obs.shape[0]
+        self.gradient_step(loss)
+        self.count_steps(t)
         return {"loss": loss.item(), "epsilon": self.epsilon}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "q_network": self.q.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "steps": self.steps,
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.q.load_state_dict(state["q_network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.steps = int(state["steps"])

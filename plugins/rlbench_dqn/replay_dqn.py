@@ -12,16 +12,8 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
-from rlbench import Agent, AgentConfig, AgentContext, Transition
-from rlbench_dqn.common import (
-    LossName,
-    ReplayBuffer,
-    adam,
-    discrete_actions,
-    epsilon_greedy,
-    td_loss,
-    td_targets,
-)
+from rlbench import AgentConfig, AgentContext, Transition
+from rlbench_dqn.common import LossName, QAgent, ReplayBuffer, flat_size, td_loss, td_targets
 
 
 class ReplayDQNConfig(AgentConfig):
@@ -43,7 +35,7 @@ class ReplayDQNConfig(AgentConfig):
     """TD loss: "mse" (post) or "huber" (smooth L1)."""
 
 
-class ReplayDQN(Agent):
+class ReplayDQN(QAgent):
     """DQN with a replay buffer: every step stores the transition and takes one gradient step
     on a minibatch sampled from the buffer; epsilon decays per episode.
 
@@ -65,25 +57,20 @@ class ReplayDQN(Agent):
     Config: ClassVar[type[AgentConfig]] = ReplayDQNConfig
     default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [64]}
 
-    def __init__(self, config: ReplayDQNConfig, context: AgentContext) -> None:
-        super().__init__(config, context)
-        self.cfg = config
-        self.num_actions = discrete_actions("replay_dqn", context.action_space)
-        obs_size = int(torch.Size(context.observation_space.shape).numel())
-        self.q = context.make_network(obs_size, self.num_actions)
-        self.optimizer = adam(self.q.parameters(), config.learning_rate)
-        self.buffer = ReplayBuffer(config.buffer_size, obs_size, context.device, context.rng)
-        self.epsilon = config.epsilon_start
-        self.steps = 0
+    name: ClassVar[str] = "replay_dqn"
+    epsilon: float = 0.0  # decays per episode, set in observe() (shadows QAgent's schedule)
 
-    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
-        with torch.no_grad():
-            q_values = self.q(obs.flatten(1))
-        return epsilon_greedy(q_values, 0.0 if greedy else self.epsilon, self.context.rng)
+    def __init__(self, config: ReplayDQNConfig, context: AgentContext) -> None:
+        super().__init__(config, context, target_network=False)
+        self.cfg = config
+        self.buffer = ReplayBuffer(
+            config.buffer_size, flat_size(context.observation_space), context.device, context.rng
+        )
+        self.epsilon = config.epsilon_start
 
     def observe(self, t: Transition) -> Mapping[str, float]:
         self.buffer.add(t)
-        self.steps += t.obs.shape[0]
+        self.count_steps(t)
         # Per-episode decay, once for every environment whose episode ended this step.
         for _ in range(int(t.done.sum())):
             self.epsilon = max(self.cfg.epsilon_min, self.epsilon * self.cfg.epsilon_decay)
@@ -98,21 +85,9 @@ class ReplayDQN(Agent):
             next_q_max = self.q(next_obs).max(dim=1).values
             target = td_targets(reward, next_q_max, terminated, self.cfg.gamma)
         loss = td_loss(q_taken, target, self.cfg.loss)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.gradient_step(loss)
         return {"loss": loss.item(), "epsilon": self.epsilon}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "q_network": self.q.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "steps": self.steps,
-            "epsilon": self.epsilon,
-        }
-
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.q.load_state_dict(state["q_network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.steps = int(state["steps"])
+        super().load_state_dict(state)
         self.epsilon = float(state["epsilon"])

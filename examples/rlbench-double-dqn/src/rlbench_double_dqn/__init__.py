@@ -41,6 +41,7 @@ class DoubleDQN(DQN):
     """
 
     Config: ClassVar[type[AgentConfig]] = DoubleDQNConfig
+    name: ClassVar[str] = "double_dqn"  # used in error messages
 
     def targets(
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
