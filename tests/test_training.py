@@ -148,3 +148,18 @@ def test_a_failing_run_is_recorded_as_failed(tmp_path, bad_catalogue, agent, mes
     assert status["status"] == "failed" and status["error"] == message
     assert "Traceback" in (run / "error.txt").read_text()
     assert not records.RunDir(tmp_path / "out", spec.run_id).is_complete()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)"
+)
+def test_a_run_on_cuda_completes_and_records_the_gpu(tmp_path, write_suite, catalogue):
+    spec = tiny_runs(write_suite, catalogue, devices='["cuda"]')[1]  # dqn: replay on the GPU
+    outcome = execute_run(spec, tmp_path, catalogue)
+    assert outcome.status == "complete", outcome.error
+    run = tmp_path / "runs" / spec.run_id
+    prov = json.loads((run / "provenance.json").read_text())
+    assert prov["device"] == "cuda" and prov["device_name"] == torch.cuda.get_device_name(0)
+    weights = torch.load(run / "weights.pt", weights_only=True, map_location="cpu")
+    assert "q_network" in weights
