@@ -261,6 +261,124 @@ def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: P
     console.print(f"Report: {path}", markup=False, highlight=False)
 
 
+@cli.command("tune")
+@click.option(
+    "--suite", "suite_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    help="Suite file whose [tune] table says what to tune [default: suites/tune.toml].",
+)
+@click.option("--agent", default=None, help="Label of an [[agents]] entry, or an agent name.")
+@click.option("--env", "envs", multiple=True, metavar="ID",
+              help="Environment to tune on (repeatable) [default: the [tune] table's].")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Finished trials to reach, counting earlier runs of the study.")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes working on the study at once.")
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default=None)
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default=None)
+@click.option("--storage", "storage_url", default=None, metavar="URL",
+              help="Optuna database URL (e.g. postgresql://...) [default: a journal file "
+                   "under RESULTS/<suite>/tune/].")
+@click.option("--study-name", default=None,
+              help="[default: <agent label>-<environments>]; rerun with the same name to resume.")
+@click.option("--seeds-per-trial", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--results", "results_root", default=Path("results"), show_default=True,
+    type=click.Path(file_okay=False, path_type=Path), help="Results root.",
+)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per worker [default: cores / jobs].")
+@click.pass_obj
+def tune_command(
+    options: _Options,
+    suite_file: Path | None,
+    agent: str | None,
+    envs: tuple[str, ...],
+    trials: int | None,
+    jobs: int,
+    sampler: str | None,
+    pruner: str | None,
+    storage_url: str | None,
+    study_name: str | None,
+    seeds_per_trial: int | None,
+    results_root: Path,
+    threads: int | None,
+) -> None:
+    """Tune an agent's hyperparameters with Optuna (docs/tuning.md).
+
+    Rerunning the same command continues the study until it has --trials finished trials.
+    At the end: the best parameters, and RESULTS/<suite>/tune/<study>/best.toml, a suite
+    that compares the tuned agent with the default one on fresh seeds.
+    """
+    import re
+
+    import torch
+
+    from rlbench import tune as tuning
+    from rlbench.executor import default_threads
+    from rlbench.search_space import TuneOverrides, resolve_plan
+    from rlbench.suite import NAME_PATTERN
+
+    suite_file = suite_file or tuning.default_suite_file()
+    try:
+        catalogue = options.catalogue()
+        suite = load_suite(suite_file, catalogue)
+        overrides = TuneOverrides(agent, envs, trials, seeds_per_trial, sampler, pruner)
+        plan = resolve_plan(suite, catalogue, overrides)
+    except RlbenchError as exc:
+        _fail(str(exc))
+        return
+    name = study_name or tuning.default_study_name(plan)
+    if not re.match(NAME_PATTERN, name):
+        _fail(f"--study-name: use letters, digits, '_', '.' and '-', got {name!r}")
+    location = tuning.StudyLocation(results_root, suite.name, name, storage_url)
+    job = tuning.TuneJob(
+        plan, location, threads or default_threads(jobs), options.autoload, options.plugins
+    )
+    dims = ", ".join(f"{k} {d.to_raw()}" for k, d in plan.dims.items())
+    console.print(
+        f"Tuning {plan.label} ({plan.agent}) on {', '.join(e for e, _ in plan.environments)}: "
+        f"study {name!r} in {location.storage_label}; {job.target} trials of "
+        f"{len(plan.seeds)} seeds x {plan.steps} steps; {plan.sampler} sampler, "
+        f"{plan.pruner} pruner (warm-up {plan.warmup_steps} steps); objective: "
+        f"{tuning.objective_label(plan)}.\nSearch space: {dims}"
+        + (f"; fixed: {plan.fixed}" if plan.fixed else ""),
+        markup=False, highlight=False, soft_wrap=True,
+    )
+
+    def write(line: str) -> None:
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    torch.set_num_threads(job.threads)
+    try:
+        outcome = tuning.tune(job, catalogue, jobs=jobs, write=write)
+    except RlbenchError as exc:
+        _fail(str(exc))
+        return
+    except KeyboardInterrupt:
+        console.print("Interrupted: run the same command again to continue the study.")
+        sys.exit(EXIT_INTERRUPTED)
+    counts = outcome.counts
+    write(
+        f"Study {name!r}: {counts.finished} finished trials ({counts.complete} complete, "
+        f"{counts.pruned} pruned, {counts.failed} failed"
+        + (f"; {counts.retried} retried after their worker died" if counts.retried else "")
+        + ")."
+    )
+    if outcome.best is not None:
+        write(f"Best trial {outcome.best.number}: value {outcome.best.value:.6g}")
+        for key, value in outcome.best.params.items():
+            write(f"  {key} = {value!r}")
+    for note in outcome.notes:
+        write(f"note: {note}")
+    for path in outcome.files:
+        write(f"Wrote {path}")
+    if outcome.best is not None:
+        best_file = location.study_dir / tuning.BEST_SUITE
+        write(f"Compare tuned vs default on fresh seeds: rlbench run {best_file}")
+    else:
+        sys.exit(EXIT_RUN_FAILED)
+
+
 def main() -> None:
     cli()
 

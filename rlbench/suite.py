@@ -11,7 +11,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -60,6 +60,42 @@ class Budget(_Strict):
     """Cut evaluation episodes at this length (for environments without a time limit)."""
 
 
+class TuneTable(_Strict):
+    """The optional ``[tune]`` table: what ``rlbench tune`` tunes (docs/tuning.md)."""
+
+    agent: str | None = None
+    """Label of the [[agents]] entry to tune (or a registered agent name); default: the
+    first entry. Its config is the starting point that the search space overrides."""
+    environments: list[EnvironmentEntry] | None = Field(None, min_length=1)
+    """Environments every trial trains on; default: the suite's environments."""
+    trials: int = Field(20, gt=0)
+    """Finished trials to reach (complete, pruned or failed); --trials overrides."""
+    seeds_per_trial: int = Field(3, gt=0)
+    """Seeds each trial trains (seeds 10000, 10001, ...: never the suite's own)."""
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    """"tpe", "random", or "grid" (every combination of the dimensions' choices)."""
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    """"median", "hyperband" (successive halving) or "none"."""
+    warmup_steps: int | None = Field(None, ge=0)
+    """Environment steps of a trial before it can be pruned; default: a quarter of
+    budget.steps."""
+    objective: Literal["iqm", "mean"] = "iqm"
+    """Aggregate of the final evaluation returns over seeds (and environments)."""
+    seed: int = Field(0, ge=0)
+    """Seed of the sampler."""
+    use_default_space: bool = True
+    """Start from the agent plugin's default search space; false: tune only [tune.space]."""
+    space: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per agent label, {hyperparameter: {low, high, log, step} | {choices} | value}."""
+
+    @field_validator("environments", mode="before")
+    @classmethod
+    def _environments(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"id": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
 class SuiteFile(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     """The suite's name; results go to <results>/<name>/."""
@@ -71,6 +107,8 @@ class SuiteFile(_Strict):
     environments: list[EnvironmentEntry] = Field(min_length=1)
     agents: list[AgentEntry] = Field(min_length=1)
     budget: Budget
+    tune: TuneTable | None = None
+    """Optional: what `rlbench tune` tunes (docs/tuning.md)."""
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -186,6 +224,10 @@ def validate_suite(
                 f"environments[{i}]: unknown environment {env.id!r}{did_you_mean(env.id, pool)};"
                 " use a Gymnasium id or one from `rlbench list`"
             )
+    if file.tune is not None and not problems:
+        from rlbench.search_space import tune_problems  # imports this module
+
+        problems += tune_problems(file, agents, catalogue)
     if problems:
         raise SuiteError(str(path), problems)
     return Suite(path=path, file=file, agents=agents, source=source, unavailable=unavailable)

@@ -1,0 +1,363 @@
+"""`rlbench tune`: search spaces, the [tune] table, and real studies (journal and PostgreSQL)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from rlbench.errors import SuiteError
+from rlbench.search_space import (
+    Choices,
+    Fixed,
+    FloatRange,
+    IntRange,
+    TuneOverrides,
+    default_search_space,
+    parse_dimension,
+    resolve_plan,
+)
+from rlbench.suite import load_suite
+from rlbench.tune import StudyLocation, TuneJob, count_trials, tune
+from tests.conftest import REPO, rlbench_cmd
+
+# A dqn small enough that a 200-step run takes well under a second.
+TINY_TUNE = """
+name = "tt"
+seeds = 2
+environments = ["CartPole-v1"]
+
+[budget]
+steps = {steps}
+eval_interval = {eval_interval}
+eval_episodes = 2
+
+[[agents]]
+name = "dqn"
+config = {{ learning_starts = 50, train_frequency = 50, gradient_steps = 2, buffer_size = 1000 }}
+network = {{ name = "mlp", hidden_sizes = [16] }}
+
+[tune]
+trials = 3
+seeds_per_trial = 2
+warmup_steps = 0
+
+[tune.space.dqn]
+learning_rate = {{ low = 1e-4, high = 1e-2, log = true }}
+batch_size = {{ choices = [16, 32] }}
+target_update_interval = {{ low = 1, high = 100 }}
+"""
+
+
+def tiny_tune(tmp_path: Path, steps: int = 200, eval_interval: int = 100, extra: str = "") -> Path:
+    text = TINY_TUNE.format(steps=steps, eval_interval=eval_interval)
+    path = tmp_path / "tune.toml"
+    path.write_text(text.replace("[tune]\n", "[tune]\nuse_default_space = false\n" + extra))
+    return path
+
+
+def journal_study(results: Path, suite: str = "tt", study: str = "dqn-CartPole-v1"):
+    storage = JournalStorage(JournalFileBackend(str(results / suite / "tune" / "journal.log")))
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def assert_exactly_finished(study: optuna.Study, n: int) -> None:
+    trials = study.get_trials(deepcopy=False)
+    counts = count_trials(trials)
+    assert counts.finished == n, counts
+    assert counts.running == 0 and counts.waiting == 0, counts
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+
+
+# ---------------------------------------------------------------- search-space format
+
+
+def test_dimensions_parse_from_toml_values():
+    assert parse_dimension({"low": 1e-4, "high": 1e-2, "log": True}, "x") == (
+        FloatRange(1e-4, 1e-2, log=True),
+        [],
+    )
+    assert parse_dimension({"low": 1, "high": 64, "step": 2}, "x") == (IntRange(1, 64, step=2), [])
+    assert parse_dimension({"choices": [0.9, 0.99]}, "x") == (Choices((0.9, 0.99)), [])
+    assert parse_dimension(64, "x") == (Fixed(64), [])
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ({"low": 1, "hihg": 2}, "x.hihg: unknown key (did you mean 'high'?)"),
+        ({"low": 1}, "x.high: required key is missing"),
+        ({"low": 2.0, "high": 1.0}, "x: low must be less than high"),
+        ({"low": 0.0, "high": 1.0, "log": True}, "x.low: a log scale needs low > 0"),
+        ({"low": 1, "high": 4, "log": True, "step": 1}, "x: log and step cannot be combined"),
+        ({"choices": []}, "x.choices: expected a non-empty list"),
+        ({"choices": [1, 1]}, "x.choices: values must be distinct"),
+        ({"choices": [1], "low": 0}, "x: give either choices or low/high, not both"),
+        ([0.9, 0.99], "x: a list is ambiguous; write { choices = [...] }"),
+    ],
+)
+def test_bad_dimensions_are_reported(raw, problem):
+    dim, problems = parse_dimension(raw, "x")
+    assert dim is None
+    assert any(p.startswith(problem) for p in problems), problems
+
+
+def test_tune_table_problems_are_reported_like_the_rest_of_a_suite(tmp_path, catalogue):
+    path = tiny_tune(tmp_path, extra='samplr = "grid"\n')
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, catalogue)
+    assert f"{path}: tune.samplr: unknown key (did you mean 'sampler'?)" in str(info.value)
+
+    text = path.read_text().replace('samplr = "grid"\n', "")
+    text = text.replace("learning_rate =", "lerning_rate =")
+    text += "gamma = { low = 0.9, high = 1.5 }\nbuffer_size = { low = 1.0, high = 5.0 }\n"
+    path.write_text(text + "[tune.space.dqm]\ngamma = 0.9\n")
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, catalogue)
+    problems = info.value.problems
+    assert any(
+        p.startswith(
+            "tune.space.dqn.lerning_rate: unknown hyperparameter (did you mean 'learning_rate'"
+        )
+        for p in problems
+    ), problems
+    assert "tune.space.dqn.gamma.high: input should be less than or equal to 1, got 1.5" in problems
+    assert any(
+        p.startswith("tune.space.dqn.buffer_size: buffer_size is an integer") for p in problems
+    )
+    assert any(
+        p.startswith("tune.space.dqm: no [[agents]] entry") and "'dqn'" in p for p in problems
+    )
+
+
+def test_grid_needs_choices_and_tuning_seeds_stay_out_of_the_suite(tmp_path, catalogue):
+    path = tiny_tune(tmp_path, extra='sampler = "grid"\n')
+    path.write_text(path.read_text().replace("seeds = 2", "seeds = [0, 10001]"))
+    with pytest.raises(SuiteError) as info:
+        load_suite(path, catalogue)
+    problems = info.value.problems
+    assert any("grid sampler needs { choices = [...] }" in p for p in problems), problems
+    assert any(p.startswith("seeds: [10001] are tuning seeds") for p in problems), problems
+
+
+@pytest.mark.parametrize("agent", ["naive_dqn", "target_dqn", "replay_dqn", "dqn"])
+def test_every_builtin_agent_has_a_valid_default_space(agent, catalogue):
+    space, plugin = default_search_space(catalogue, agent)
+    assert plugin == "dqn" and {"learning_rate", "gamma"} <= set(space)
+    suite = load_suite(REPO / "suites" / "tune.toml", catalogue)
+    plan = resolve_plan(suite, catalogue, TuneOverrides(agent=agent))
+    assert plan.agent == agent and {"learning_rate", "gamma"} <= set(plan.dims)
+    assert default_search_space(catalogue, "no_such_agent") == (None, "")
+
+
+def test_shipped_tuning_suites_validate(catalogue):
+    for name in ("tune.toml", "tune_grid.toml"):
+        plan = resolve_plan(
+            load_suite(REPO / "suites" / name, catalogue), catalogue, TuneOverrides()
+        )
+        assert not set(plan.seeds) & set(plan.eval_seeds)
+
+
+# ---------------------------------------------------------------- studies
+
+
+def test_grid_over_learning_rate_and_gamma_covers_the_nine_points(tmp_path, catalogue):
+    text = (REPO / "suites" / "tune_grid.toml").read_text()
+    text = text.replace("steps = 20_000", "steps = 100").replace(
+        "eval_interval = 2_000", "eval_interval = 100"
+    )
+    text = text.replace("eval_episodes = 5", "eval_episodes = 1")
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    suite = load_suite(path, catalogue)
+    plan = resolve_plan(suite, catalogue, TuneOverrides(trials=20, seeds_per_trial=1))
+    job = TuneJob(plan, StudyLocation(tmp_path / "results", suite.name, "grid"))
+    assert job.target == 9  # --trials 20 is capped at the grid's size
+    lines: list[str] = []
+    outcome = tune(job, catalogue, write=lines.append)
+    assert_exactly_finished(outcome.study, 9)
+    points = {(t.params["learning_rate"], t.params["gamma"]) for t in outcome.study.trials}
+    assert points == set(itertools.product([0.001, 0.01, 0.1], [0.9, 0.95, 0.99]))
+    assert len(lines) == 9 and lines[-1].startswith("[9/9] trial ")
+
+
+def test_tiny_study_writes_best_toml_and_resumes_to_the_new_total(tmp_path):
+    path = tiny_tune(tmp_path)
+    results = tmp_path / "results"
+    result = rlbench_cmd("tune", "--suite", str(path), "--results", str(results))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "[3/3] trial " in result.stdout and "Best trial " in result.stdout
+    out = results / "tt" / "tune" / "dqn-CartPole-v1"
+    best = out / "best.toml"
+    for name in ("history.png", "importances.png", "slice.png", "trials.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert len(list((out / "trials" / "0" / "runs").iterdir())) == 2  # two seeds per trial
+    check = rlbench_cmd("validate", str(best))
+    assert check.returncode == 0, check.stderr
+    assert "dqn_tuned__CartPole-v1__seed0__" in check.stdout
+    assert "dqn__CartPole-v1__seed1__" in check.stdout  # the default, on the same fresh seeds
+    first = {t.number: t.datetime_complete for t in journal_study(results).trials}
+
+    more = rlbench_cmd("tune", "--suite", str(path), "--results", str(results), "--trials", "5")
+    assert more.returncode == 0, more.stderr + more.stdout
+    assert "Resuming: 3 finished trial(s)" in more.stdout
+    study = journal_study(results)
+    assert_exactly_finished(study, 5)
+    assert {t.number: t.datetime_complete for t in study.trials[:3]} == first  # not rerun
+
+    path.write_text(path.read_text().replace("high = 1e-2", "high = 1e-1"))
+    changed = rlbench_cmd("tune", "--suite", str(path), "--results", str(results))
+    assert changed.returncode == 2
+    assert "created with a different setup" in changed.stderr and "--study-name" in changed.stderr
+
+
+def test_two_local_worker_processes_reach_exactly_the_total(tmp_path):
+    path = tiny_tune(tmp_path)
+    results = tmp_path / "results"
+    args = ("tune", "--suite", str(path), "--results", str(results), "--trials", "5")
+    result = rlbench_cmd(*args, "--jobs", "2")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert_exactly_finished(journal_study(results), 5)
+    assert "[5/5] trial " in result.stdout
+
+
+def test_a_worker_killed_mid_trial_is_failed_and_retried_on_resume(tmp_path):
+    path = tiny_tune(tmp_path, steps=2000, eval_interval=500)
+    results = tmp_path / "results"
+    args = [
+        sys.executable,
+        "-m",
+        "rlbench",
+        "tune",
+        "--suite",
+        str(path),
+        "--results",
+        str(results),
+    ]
+    worker = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = results / "tt" / "tune" / "journal.log"
+    try:
+        deadline = time.monotonic() + 120
+        running = []
+        while time.monotonic() < deadline and not running:
+            time.sleep(0.5)
+            if journal.exists() and list(results.glob("tt/tune/*/trials/*/runs/*/status.json")):
+                running = journal_study(results).get_trials(states=(TrialState.RUNNING,))
+        assert running, "no trial started"
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    killed = running[0].number
+    assert journal_study(results).trials[killed].state == TrialState.RUNNING
+
+    resumed = rlbench_cmd("tune", "--suite", str(path), "--results", str(results))
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    study = journal_study(results)
+    assert_exactly_finished(study, 3)
+    dead = study.trials[killed]
+    assert dead.state == TrialState.FAIL and "died during the trial" in dead.user_attrs["error"]
+    [retry] = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
+    assert retry.params == dead.params and retry.state.is_finished()
+    assert "retried after their worker died" in resumed.stdout
+
+
+DIVERGING = """
+    import math
+    from rlbench import AgentSpec, hookimpl
+    from rlbench_dqn.naive_dqn import NaiveDQN
+
+    class Diverging(NaiveDQN):
+        # NaN loss from step 30 whenever the learning rate is large.
+        def observe(self, t):
+            metrics = dict(super().observe(t))
+            if self.steps >= 30 and self.cfg.learning_rate > 0.1:
+                metrics["loss"] = math.nan
+            return metrics
+
+    @hookimpl
+    def rlbench_register_agents():
+        return [AgentSpec("diverging", Diverging)]
+"""
+
+
+def test_a_diverging_trial_is_pruned_with_its_params_and_the_study_goes_on(tmp_path):
+    (tmp_path / "diverging_plugin.py").write_text(textwrap.dedent(DIVERGING))
+    suite = tmp_path / "div.toml"
+    suite.write_text(
+        textwrap.dedent(
+            """
+            name = "div"
+            seeds = 1
+            environments = ["CartPole-v1"]
+            [budget]
+            steps = 100
+            eval_interval = 50
+            eval_episodes = 1
+            [[agents]]
+            name = "diverging"
+            [tune]
+            sampler = "grid"
+            seeds_per_trial = 1
+            [tune.space.diverging]
+            learning_rate = { choices = [0.001, 0.5] }
+            """
+        )
+    )
+    results = tmp_path / "results"
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = rlbench_cmd(
+        "-p", "diverging_plugin", "tune", "--suite", str(suite), "--results", str(results),
+        env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "pruned (diverged: run diverging__CartPole-v1__seed10000" in result.stdout
+    assert "DivergedError: training diverged at step 30: loss = nan" in result.stdout
+    assert "params learning_rate=0.5" in result.stdout
+    study = journal_study(results, "div", "diverging-CartPole-v1")
+    assert_exactly_finished(study, 2)
+    by_lr = {t.params["learning_rate"]: t for t in study.trials}
+    assert (
+        by_lr[0.5].state == TrialState.PRUNED and "DivergedError" in by_lr[0.5].user_attrs["error"]
+    )
+    assert by_lr[0.001].state == TrialState.COMPLETE
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not os.environ.get("RLBENCH_TEST_POSTGRES_URL"),
+    reason="RLBENCH_TEST_POSTGRES_URL is unset; start a server with scripts/postgres.sh and "
+    "export the URL it prints",
+)
+def test_two_workers_on_one_postgres_study_reach_exactly_the_total(tmp_path):
+    url = os.environ["RLBENCH_TEST_POSTGRES_URL"]
+    path = tiny_tune(tmp_path)
+    study_name = f"pg-{os.getpid()}-{time.time_ns()}"
+    args = [
+        sys.executable, "-m", "rlbench", "tune", "--suite", str(path), "--trials", "6",
+        "--storage", url, "--study-name", study_name, "--results", str(tmp_path / "results"),
+    ]  # fmt: skip
+    workers = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
+    outputs = [w.communicate(timeout=300)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    study = optuna.load_study(study_name=study_name, storage=url)
+    assert_exactly_finished(study, 6)
+    assert len(study.trials) == 6  # nothing lost, nothing duplicated, no surplus trial
+    pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
+    assert pids <= {w.pid for w in workers}
