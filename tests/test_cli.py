@@ -173,7 +173,7 @@ SLOW_SUITE = """
     seeds = 4
     environments = ["CartPole-v1"]
     [budget]
-    steps = 1500
+    steps = 1000
     eval_interval = 500
     eval_episodes = 2
     [[agents]]
