@@ -45,6 +45,9 @@ class Transition:
     ended there (the harness resets the environment afterwards and hands the reset
     observation to the next :meth:`Agent.act`). Bootstrap through ``truncated`` (a time limit
     is not a terminal state), never through ``terminated``.
+
+    The tensors are read-only: the harness may pass one tensor as this step's ``next_obs``
+    and the next step's ``obs`` (copy before changing one in place).
     """
 
     obs: torch.Tensor

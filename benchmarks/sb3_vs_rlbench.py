@@ -1,0 +1,282 @@
+"""Training speed of rlbench's ``dqn`` against Stable-Baselines3's DQN, same settings.
+
+    python benchmarks/sb3_vs_rlbench.py                      # seeds 0 1 2, 50k steps each
+    python benchmarks/sb3_vs_rlbench.py --steps 5000 --seeds 0
+    python benchmarks/sb3_vs_rlbench.py --frameworks rlbench
+
+Both train RL Zoo's tuned CartPole-v1 DQN (rlbench ``dqn``'s defaults): lr 2.3e-3, batch 64,
+buffer 100k, learning starts 1000, gamma 0.99, target update every 10 steps, train every 256
+steps with 128 gradient steps, exploration fraction 0.16 to epsilon 0.04, Huber loss,
+gradient norm 10, an MLP 256-256. Each run uses one torch thread; the runs go one after the
+other in this process, alternating frameworks seed by seed so that background load hits both
+alike. rlbench trains through its public harness (``rlbench.training.execute_run`` on a run
+of a suite, exactly what ``rlbench run`` does); Stable-Baselines3 through ``DQN.learn``.
+
+Speed is environment steps per second of training: for rlbench the harness's own figure
+(evaluation time excluded), for SB3 the steps over the time of building the model and
+``learn`` (it does not evaluate while training). On a machine shared with other work, wall
+time swings with the load; the CPU time of each run (``time.process_time``, training and
+evaluations) is steadier, so steps per CPU second is printed too.
+
+The final score of both is the same protocol, rlbench's :func:`rlbench.evaluation.evaluate`:
+the greedy policy's mean return over ``--eval-episodes`` episodes on a separate environment,
+episode ``j`` reset with seed ``eval_base + j`` where ``eval_base`` comes from the run seed
+exactly as in the harness, so both frameworks face the same start states.
+
+Stable-Baselines3 is a benchmark-only dependency: ``pip install -c constraints.txt -e ".[bench]"``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rlbench.evaluation import evaluate
+from rlbench.plugins import load_catalogue
+from rlbench.runspec import expand
+from rlbench.suite import load_suite
+from rlbench.training import execute_run, seed_streams
+
+ENV_ID = "CartPole-v1"
+FRAMEWORKS = ("rlbench", "sb3")
+
+# RL Zoo's hyperparameters for DQN on CartPole-v1 (rl-baselines3-zoo, hyperparams/dqn.yml);
+# they are also rlbench dqn's defaults, spelled out here so the two sides visibly match.
+ZOO = {
+    "learning_rate": 2.3e-3,
+    "batch_size": 64,
+    "buffer_size": 100_000,
+    "learning_starts": 1000,
+    "gamma": 0.99,
+    "target_update_interval": 10,
+    "train_freq": 256,
+    "gradient_steps": 128,
+    "exploration_fraction": 0.16,
+    "exploration_final_eps": 0.04,
+    "net_arch": [256, 256],
+}
+
+SUITE = """
+name = "sb3_vs_rlbench"
+seeds = {seeds}
+devices = ["cpu"]
+environments = ["{env}"]
+
+[budget]
+steps = {steps}
+eval_interval = {steps}
+eval_episodes = {eval_episodes}
+
+[[agents]]
+name = "dqn"
+network = {{ name = "mlp", hidden_sizes = {net_arch} }}
+
+[agents.config]
+learning_rate = {learning_rate}
+batch_size = {batch_size}
+buffer_size = {buffer_size}
+learning_starts = {learning_starts}
+gamma = {gamma}
+target_update_interval = {target_update_interval}
+train_frequency = {train_freq}
+gradient_steps = {gradient_steps}
+exploration_fraction = {exploration_fraction}
+epsilon_start = 1.0
+epsilon_end = {exploration_final_eps}
+loss = "huber"
+max_grad_norm = 10.0
+"""
+
+
+@dataclass
+class Result:
+    framework: str
+    seed: int
+    steps: int
+    wall_s: float
+    steps_per_second: float
+    cpu_s: float
+    return_mean: float
+    return_std: float
+
+
+def run_rlbench(seed: int, steps: int, eval_episodes: int, workdir: Path) -> Result:
+    torch.set_num_threads(1)
+    catalogue = load_catalogue(autoload=False)
+    suite_path = workdir / f"rlbench_seed{seed}.toml"
+    suite_path.write_text(
+        textwrap.dedent(
+            SUITE.format(seeds=[seed], env=ENV_ID, steps=steps, eval_episodes=eval_episodes, **ZOO)
+        )
+    )
+    [spec] = expand(load_suite(suite_path, catalogue))
+    cpu = time.process_time()
+    outcome = execute_run(spec, workdir / "results", catalogue)
+    cpu = time.process_time() - cpu
+    if outcome.status != "complete":
+        raise RuntimeError(f"rlbench run {spec.run_id} {outcome.status}: {outcome.error}")
+    curve = workdir / "results" / "runs" / spec.run_id / "evaluations.csv"
+    with curve.open(newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    return Result(
+        "rlbench",
+        seed,
+        steps,
+        outcome.wall_time_s,
+        outcome.steps_per_second or float("nan"),
+        cpu,
+        float(last["return_mean"]),
+        float(last["return_std"]),
+    )
+
+
+class _SB3Greedy:
+    """An SB3 model seen through rlbench's agent interface, for the shared evaluation."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        assert greedy
+        action, _ = self.model.predict(obs.cpu().numpy(), deterministic=True)
+        return torch.as_tensor(action)
+
+
+def run_sb3(seed: int, steps: int, eval_episodes: int) -> Result:
+    from stable_baselines3 import DQN
+
+    torch.set_num_threads(1)
+    cpu = time.process_time()
+    started = time.perf_counter()
+    z = ZOO
+    model = DQN(
+        "MlpPolicy",
+        gym.make(ENV_ID),
+        learning_rate=z["learning_rate"],
+        batch_size=z["batch_size"],
+        buffer_size=z["buffer_size"],
+        learning_starts=z["learning_starts"],
+        gamma=z["gamma"],
+        target_update_interval=z["target_update_interval"],
+        train_freq=z["train_freq"],
+        gradient_steps=z["gradient_steps"],
+        exploration_fraction=z["exploration_fraction"],
+        exploration_final_eps=z["exploration_final_eps"],
+        policy_kwargs={"net_arch": z["net_arch"]},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
+    model.learn(total_timesteps=steps)
+    train_s = time.perf_counter() - started
+    _, _, eval_base = seed_streams(seed, 1)
+    eval_env = gym.make(ENV_ID)
+    result = evaluate(
+        _SB3Greedy(model),  # type: ignore[arg-type]
+        eval_env,
+        episodes=eval_episodes,
+        base_seed=eval_base,
+        device=torch.device("cpu"),
+    )
+    eval_env.close()
+    return Result(
+        "sb3",
+        seed,
+        steps,
+        time.perf_counter() - started,
+        steps / train_s,
+        time.process_time() - cpu,
+        result["return_mean"],
+        result["return_std"],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Train rlbench's dqn and Stable-Baselines3's DQN with RL Zoo's CartPole-v1 "
+        "settings on the same seeds, one torch thread each, and compare their speed.",
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=50_000, help="environment steps per run")
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    args = parser.parse_args(argv)
+    if "sb3" in args.frameworks:
+        try:
+            import stable_baselines3
+        except ImportError:
+            sys.exit(
+                'stable-baselines3 is not installed: pip install -c constraints.txt -e ".[bench]"'
+            )
+        sb3_version = stable_baselines3.__version__
+    else:
+        sb3_version = "-"
+
+    print(
+        f"{ENV_ID}, {args.steps} steps per run, seeds {args.seeds}, one torch thread; "
+        f"torch {torch.__version__}, gymnasium {gym.__version__}, numpy {np.__version__}, "
+        f"stable-baselines3 {sb3_version}",
+        flush=True,
+    )
+    # Lazy imports that the first optimizer of a process pays (torch._dynamo, about a second)
+    # are paid here, not by whichever framework happens to run first.
+    warm = torch.nn.Parameter(torch.zeros(1))
+    torch.optim.Adam([warm], fused=True)
+    torch.optim.Adam([warm])
+
+    print(
+        f"{'framework':<10} {'seed':>4} {'wall s':>8} {'cpu s':>8} {'steps/s':>9} "
+        f"{'steps/cpu-s':>11} {'final return':>16}",
+        flush=True,
+    )
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="sb3_vs_rlbench_") as tmp:
+        for seed in args.seeds:
+            for framework in args.frameworks:
+                if framework == "rlbench":
+                    r = run_rlbench(seed, args.steps, args.eval_episodes, Path(tmp))
+                else:
+                    r = run_sb3(seed, args.steps, args.eval_episodes)
+                results.append(r)
+                score = f"{r.return_mean:.1f} ± {r.return_std:.1f}"
+                print(
+                    f"{r.framework:<10} {r.seed:>4} {r.wall_s:>8.1f} {r.cpu_s:>8.1f} "
+                    f"{r.steps_per_second:>9.0f} {r.steps / r.cpu_s:>11.0f} {score:>16}",
+                    flush=True,
+                )
+
+    print()
+    for framework in args.frameworks:
+        rs = [r for r in results if r.framework == framework]
+        print(
+            f"{framework:<10} mean over {len(rs)} seeds: "
+            f"{statistics.mean(r.steps_per_second for r in rs):.0f} steps/s, "
+            f"{statistics.mean(r.steps / r.cpu_s for r in rs):.0f} steps/cpu-s, "
+            f"final return {statistics.mean(r.return_mean for r in rs):.1f}"
+        )
+    if set(FRAMEWORKS) <= set(args.frameworks):
+        by = {(r.framework, r.seed): r for r in results}
+        for label, speed in (
+            ("steps/s", lambda r: r.steps_per_second),
+            ("steps/cpu-s", lambda r: r.steps / r.cpu_s),
+        ):
+            ratios = [speed(by["rlbench", s]) / speed(by["sb3", s]) for s in args.seeds]
+            per_seed = ", ".join(
+                f"seed {s}: {x:.2f}" for s, x in zip(args.seeds, ratios, strict=True)
+            )
+            print(f"{label} ratio rlbench / sb3: {per_seed}; mean {statistics.mean(ratios):.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The fast paths of the harness and the DQN family against the plain code they replace.
+
+Each shortcut (fused Adam without its wrapper, gradient clipping without grouping, scalar
+exploration draws for one environment, replay writes through numpy, a training phase's
+minibatches drawn at once with their targets computed together, the harness's shared
+observation tensors) claims to compute exactly what the plain version does; these tests
+hold it to that.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import textwrap
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from rlbench_dqn.common import (
+    FusedAdam,
+    ReplayBuffer,
+    clip_grad_norm,
+    epsilon_greedy,
+)
+from rlbench_dqn.dqn import DQN, DQNConfig
+from rlbench_mlp import MLPConfig, build_mlp
+
+from rlbench import AgentContext, Transition
+from rlbench.plugins import load_catalogue
+from rlbench.runspec import expand
+from rlbench.suite import load_suite
+from rlbench.training import execute_run
+
+
+def mlp(seed: int = 0, hidden=(32, 32)) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_mlp(4, 2, MLPConfig(hidden_sizes=list(hidden)))
+
+
+def test_fused_step_is_step_bit_for_bit():
+    a, b = mlp(), mlp()
+    opt_a = torch.optim.Adam(a.parameters(), lr=2.3e-3, fused=True)
+    opt_b = FusedAdam(b.parameters(), lr=2.3e-3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        x = torch.randn(16, 4, generator=gen)
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad(set_to_none=True)
+            net(x).pow(2).mean().backward()
+        opt_a.step()
+        opt_b.fused_step()
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    state_a, state_b = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
+    for key in state_a:
+        for name in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(state_a[key][name], state_b[key][name])
+
+
+def test_fused_step_falls_back_to_step_with_hooks():
+    net = mlp()
+    opt = FusedAdam(net.parameters(), lr=1e-3)
+    calls = []
+    opt.register_step_post_hook(lambda *_: calls.append(1))
+    for _ in range(3):
+        opt.zero_grad(set_to_none=True)
+        net(torch.ones(2, 4)).sum().backward()
+        opt.fused_step()
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e-2, 1.0, 30.0, 1e4])
+@pytest.mark.parametrize("max_norm", [0.5, 10.0])
+def test_clip_grad_norm_matches_torch_bit_for_bit(scale, max_norm):
+    gen = torch.Generator().manual_seed(int(scale * 1000) % 997)
+    for _ in range(20):
+        a, b = mlp(hidden=(64, 64)), mlp(hidden=(64, 64))
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            g = torch.randn(pa.shape, generator=gen) * scale
+            pa.grad, pb.grad = g.clone(), g.clone()
+        torch.nn.utils.clip_grad_norm_(a.parameters(), max_norm)
+        clip_grad_norm(list(b.parameters()), max_norm)
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(pa.grad, pb.grad)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_clip_grad_norm_matches_torch_on_non_finite_gradients(bad):
+    grads = [torch.tensor([1.0, bad, 2.0]), torch.tensor([3.0, 4.0])]
+    a = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    b = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for pa, pb, g in zip(a, b, grads, strict=True):
+        pa.grad, pb.grad = g.clone(), g.clone()
+    torch.nn.utils.clip_grad_norm_(a, 10.0)
+    clip_grad_norm(b, 10.0)
+    for pa, pb in zip(a, b, strict=True):
+        torch.testing.assert_close(pa.grad, pb.grad, equal_nan=True, rtol=0, atol=0)
+
+
+def reference_epsilon_greedy(q_values, epsilon, rng):
+    """The general (array) path, as it was before the one-environment shortcut."""
+    actions = q_values.argmax(dim=-1)
+    if epsilon > 0.0:
+        n, num_actions = q_values.shape
+        explore = rng.random(n) < epsilon
+        if explore.any():
+            random_actions = torch.as_tensor(rng.integers(num_actions, size=n))
+            actions = torch.where(torch.as_tensor(explore), random_actions, actions)
+    return actions
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_epsilon_greedy_draws_what_the_general_path_draws(n):
+    fast, reference = np.random.default_rng(5), np.random.default_rng(5)
+    gen = torch.Generator().manual_seed(0)
+    for i in range(400):
+        q = torch.randn(n, 3, generator=gen)
+        epsilon = [0.0, 0.3, 1.0][i % 3]
+        assert torch.equal(
+            epsilon_greedy(q, epsilon, fast), reference_epsilon_greedy(q, epsilon, reference)
+        )
+    assert fast.random() == reference.random()
+
+
+def test_replay_writes_through_numpy_equal_tensor_writes():
+    fast = ReplayBuffer(7, 2, torch.device("cpu"), np.random.default_rng(0))
+    plain = ReplayBuffer(7, 2, torch.device("cpu"), np.random.default_rng(0))
+    plain._np = None  # the tensor path (the one other devices take)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(6):  # 3 environments: wraps around a 7-slot buffer twice
+        t = Transition(
+            obs=torch.randn(3, 2, generator=gen),
+            action=torch.randint(4, (3,), generator=gen),
+            reward=torch.randn(3, generator=gen),
+            next_obs=torch.randn(3, 2, generator=gen),
+            terminated=torch.rand(3, generator=gen) < 0.5,
+            truncated=torch.zeros(3, dtype=torch.bool),
+        )
+        fast.add(t)
+        plain.add(t)
+        for name in ReplayBuffer.FIELDS:
+            assert torch.equal(getattr(fast, name), getattr(plain, name))
+        assert (fast.position, fast.size) == (plain.position, plain.size)
+
+
+def test_sampling_a_phase_at_once_draws_the_per_step_indices():
+    buffer = ReplayBuffer(1000, 1, torch.device("cpu"), np.random.default_rng(3))
+    buffer.size = 777
+    at_once = buffer.sample_indices(64 * 5)
+    buffer.rng = np.random.default_rng(3)
+    per_step = torch.cat([buffer.sample_indices(64) for _ in range(5)])
+    assert torch.equal(at_once, per_step)
+
+
+def dqn_agent(**config) -> DQN:
+    env = gym.make("CartPole-v1")
+    torch.manual_seed(0)
+    context = AgentContext(
+        observation_space=env.observation_space,
+        action_space=env.action_space,
+        num_envs=1,
+        device=torch.device("cpu"),
+        seed=0,
+        rng=np.random.default_rng(0),
+        total_steps=10_000,
+        make_network=lambda i, o: build_mlp(i, o, MLPConfig(hidden_sizes=[64, 64])),
+    )
+    return DQN(DQNConfig(**config), context)
+
+
+def fill(agent: DQN, rows: int) -> None:
+    gen = torch.Generator().manual_seed(2)
+    b = agent.buffer
+    b.obs[:rows] = torch.randn(rows, 4, generator=gen)
+    b.next_obs[:rows] = torch.randn(rows, 4, generator=gen)
+    b.action[:rows] = torch.randint(2, (rows,), generator=gen)
+    b.reward[:rows] = 1.0
+    b.terminated[:rows] = torch.rand(rows, generator=gen) < 0.1
+    b.size = b.position = rows
+
+
+def test_a_phase_with_targets_computed_together_trains_like_per_step_targets(monkeypatch):
+    together = dqn_agent(gradient_steps=20, batch_size=32)
+    per_step = dqn_agent(gradient_steps=20, batch_size=32)
+    per_step.load_state_dict(copy.deepcopy(together.state_dict()))
+    # An instance attribute that is not DQN.targets itself: the per-minibatch path.
+    monkeypatch.setattr(per_step, "targets", lambda *a: DQN.targets(per_step, *a))
+    monkeypatch.setattr("rlbench_dqn.dqn.PHASE_CHUNK_ROWS", 32 * 8)  # several chunks
+    for agent in (together, per_step):
+        fill(agent, 3000)
+        losses = [agent.train_phase()["loss"] for _ in range(3)]
+        agent.losses = losses
+    # Same indices, same targets (the same rows through the same target network); on the
+    # CPU this is bit for bit, elsewhere a large and a small matrix product may round apart.
+    assert together.losses == pytest.approx(per_step.losses, rel=1e-5)
+    for a, b in zip(together.q.parameters(), per_step.q.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_target_sync_copies_every_parameter_and_buffer():
+    agent = dqn_agent()
+    with torch.no_grad():
+        for p in agent.q.parameters():
+            p.add_(1.0)
+    agent.sync_target()
+    online, target = agent.q.state_dict(), agent.q_target.state_dict()
+    assert all(torch.equal(online[k], target[k]) for k in online)
+    assert all(not p.requires_grad for p in agent.q_target.parameters())
+
+
+RECORDER = """
+    import torch
+    from rlbench import Agent, AgentConfig, AgentSpec, hookimpl
+
+    SEEN = []
+
+    class Recorder(Agent):
+        def act(self, obs, *, greedy=False):
+            if not greedy:
+                SEEN.append(("act", obs.clone()))
+            n = obs.shape[0]
+            space = self.context.action_space
+            return torch.as_tensor([space.sample() for _ in range(n)])
+
+        def observe(self, t):
+            SEEN.append(("observe", {k: getattr(t, k).clone() for k in
+                         ("obs", "action", "reward", "next_obs", "terminated", "truncated")}))
+            return {}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    @hookimpl
+    def rlbench_register_agents():
+        return [AgentSpec("recorder", Recorder)]
+"""
+
+
+@pytest.fixture
+def recorder(tmp_path, monkeypatch):
+    (tmp_path / "recorder_plugin.py").write_text(textwrap.dedent(RECORDER))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    catalogue = load_catalogue(autoload=False, extra_plugins=["recorder_plugin"])
+    yield catalogue, sys.modules["recorder_plugin"].SEEN
+    sys.modules.pop("recorder_plugin", None)
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_the_harness_hands_over_step_and_reset_observations(tmp_path, recorder, num_envs):
+    """next_obs is what the step returned (also at an episode's end); the next act() sees the
+    reset observation there and the step's observation everywhere else."""
+    catalogue, seen = recorder
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        textwrap.dedent(f"""
+        name = "rec"
+        seeds = 1
+        environments = ["CartPole-v1"]
+        [budget]
+        steps = {150 * num_envs}
+        eval_interval = {150 * num_envs}
+        eval_episodes = 1
+        [[agents]]
+        name = "recorder"
+        config = {{ num_envs = {num_envs} }}
+    """)
+    )
+    [spec] = expand(load_suite(suite, catalogue))
+    assert execute_run(spec, tmp_path / "out", catalogue).status == "complete"
+    acts = [x for kind, x in seen if kind == "act"]
+    observes = [x for kind, x in seen if kind == "observe"]
+    assert len(acts) == len(observes) == 150
+    ended = 0
+    for i, t in enumerate(observes):
+        assert torch.equal(t["obs"], acts[i])
+        assert t["obs"].dtype == t["next_obs"].dtype == torch.float32
+        assert t["reward"].shape == t["terminated"].shape == (num_envs,)
+        if i + 1 < len(acts):
+            done = t["terminated"] | t["truncated"]
+            nxt = acts[i + 1]
+            assert torch.equal(nxt[~done], t["next_obs"][~done])
+            for e in torch.nonzero(done).flatten().tolist():
+                ended += 1
+                # CartPole ends by leaving its bounds: the terminal observation shows it,
+                # the reset observation (near 0) does not.
+                assert t["next_obs"][e].abs().max() > 0.2 > nxt[e].abs().max()
+    assert ended >= 3
