@@ -11,9 +11,16 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from rlbench.errors import SuiteError, did_you_mean
 from rlbench.plugins import Catalogue
@@ -31,6 +38,16 @@ class EnvironmentEntry(_Strict):
     """A registered environment name or any Gymnasium id, e.g. "CartPole-v1"."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments passed to the environment's constructor (gym.make)."""
+
+
+def _environment_entries(value: Any) -> Any:
+    """An environment may be written as its plain id: "CartPole-v1" is {id = "CartPole-v1"}."""
+    if isinstance(value, list):
+        return [{"id": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+EnvironmentList = Annotated[list[EnvironmentEntry], BeforeValidator(_environment_entries)]
 
 
 class AgentEntry(_Strict):
@@ -66,7 +83,7 @@ class TuneTable(_Strict):
     agent: str | None = None
     """Label of the [[agents]] entry to tune (or a registered agent name); default: the
     first entry. Its config is the starting point that the search space overrides."""
-    environments: list[EnvironmentEntry] | None = Field(None, min_length=1)
+    environments: EnvironmentList | None = Field(None, min_length=1)
     """Environments every trial trains on; default: the suite's environments."""
     trials: int = Field(20, gt=0)
     """Finished trials to reach (complete, pruned or failed); --trials overrides."""
@@ -88,13 +105,6 @@ class TuneTable(_Strict):
     space: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Per agent label, {hyperparameter: {low, high, log, step} | {choices} | value}."""
 
-    @field_validator("environments", mode="before")
-    @classmethod
-    def _environments(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"id": v} if isinstance(v, str) else v for v in value]
-        return value
-
 
 class SuiteFile(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
@@ -104,7 +114,7 @@ class SuiteFile(_Strict):
     """A count n (seeds 0..n-1) or an explicit list of seeds."""
     devices: list[str] = Field(default_factory=lambda: ["cpu"], min_length=1)
     """Any of "cpu", "cuda", "cuda:N", "auto" (cuda when available, else cpu)."""
-    environments: list[EnvironmentEntry] = Field(min_length=1)
+    environments: EnvironmentList = Field(min_length=1)
     agents: list[AgentEntry] = Field(min_length=1)
     budget: Budget
     tune: TuneTable | None = None
@@ -133,13 +143,6 @@ class SuiteFile(_Strict):
         bad = [d for d in value if not DEVICE_PATTERN.match(d)]
         if bad:
             raise ValueError(f'expected "cpu", "cuda", "cuda:N" or "auto", got {bad!r}')
-        return value
-
-    @field_validator("environments", mode="before")
-    @classmethod
-    def _environments(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"id": v} if isinstance(v, str) else v for v in value]
         return value
 
     @property
