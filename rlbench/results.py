@@ -24,12 +24,16 @@ if TYPE_CHECKING:
 RUN_COLUMNS = ["run_id", "suite", "agent", "label", "env", "seed", "device", "status"]
 
 
-def _suite_run_dirs(suite_dir: Path, only_manifest: bool) -> list[Path]:
+def _suite_run_dirs(suite_dir: Path, only_manifest: bool) -> tuple[list[Path], str | None]:
+    """The run folders to read, in suite order, and the suite's name when they come from
+    its ``suite.json`` (``None`` when every folder found is read instead)."""
     runs_root = suite_dir / records.RUNS_DIRNAME
     manifest = records.read_json(suite_dir / MANIFEST)
     if only_manifest and isinstance(manifest, dict):
-        return [runs_root / run_id for run_id in manifest.get("runs", [])]
-    return sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
+        runs = [runs_root / run_id for run_id in manifest.get("runs", [])]
+        return runs, str(manifest.get("name", ""))
+    found = sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
+    return found, None
 
 
 def load_runs(
@@ -37,12 +41,16 @@ def load_runs(
 ) -> pd.DataFrame:
     """One row per run of one or more suite results folders: its config, status, final score
     and speed. ``only_manifest`` keeps the runs of the suite as last run (its ``suite.json``),
-    leaving out leftovers of earlier configurations."""
+    leaving out leftovers of earlier configurations; a run listed there that never started
+    gets a row with status ``"not started"``, so no run of the suite goes missing."""
     rows: list[dict[str, Any]] = []
     for suite_dir in _as_paths(paths):
-        for run_dir in _suite_run_dirs(suite_dir, only_manifest):
+        run_dirs, suite_name = _suite_run_dirs(suite_dir, only_manifest)
+        for run_dir in run_dirs:
             config = records.read_json(run_dir / records.CONFIG)
             if not isinstance(config, dict):
+                if suite_name is not None:
+                    rows.append(_not_started_row(suite_dir, run_dir.name, suite_name))
                 continue
             status = records.read_json(run_dir / records.STATUS) or {"status": "missing"}
             row = {
@@ -136,14 +144,9 @@ def load_run_table(
     row per run, in suite order."""
     frames = []
     for folder, source in source_names(paths).items():
-        runs = load_runs(folder, only_manifest=only_manifest)
-        rows = runs.to_dict("records")
-        seen = set(runs["run_id"]) if not runs.empty else set()
+        rows = load_runs(folder, only_manifest=only_manifest).to_dict("records")
         manifest = records.read_json(folder / MANIFEST)
         listed = manifest.get("runs", []) if isinstance(manifest, dict) else []
-        for run_id in listed:
-            if run_id not in seen:
-                rows.append(_not_started_row(folder, run_id, manifest.get("name", "")))
         order = {run_id: i for i, run_id in enumerate(listed)}
         rows.sort(key=lambda r: order.get(r["run_id"], len(order)))
         for row in rows:

@@ -163,3 +163,19 @@ def test_a_run_on_cuda_completes_and_records_the_gpu(tmp_path, write_suite, cata
     assert prov["device"] == "cuda" and prov["device_name"] == torch.cuda.get_device_name(0)
     weights = torch.load(run / "weights.pt", weights_only=True, map_location="cpu")
     assert "q_network" in weights
+
+
+def test_runs_listed_but_never_started_are_loaded_as_such(tmp_path, write_suite, catalogue):
+    from rlbench.executor import write_manifest
+    from rlbench.results import load_runs, summary_table
+
+    suite = load_suite(write_suite(), catalogue)
+    runs = expand(suite)
+    write_manifest(suite, runs, tmp_path)
+    execute_run(runs[0], tmp_path, catalogue)  # the others never start (say, Ctrl-C)
+    table = load_runs(tmp_path)
+    assert table["run_id"].tolist() == [r.run_id for r in runs]
+    assert table["status"].tolist() == ["complete"] + ["not started"] * (len(runs) - 1)
+    summary = summary_table(table).set_index("label")
+    assert summary.loc["naive_dqn", "n"] == 1 and summary.loc["naive_dqn", "not_complete"] == 1
+    assert summary.loc["dqn", "not_complete"] == 2
