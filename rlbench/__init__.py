@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from rlbench.agent import Agent, AgentConfig, AgentContext, Transition
+from rlbench.agent import Agent, AgentConfig, AgentContext, LaneAgent, Transition
 from rlbench.hookspecs import hookimpl
 from rlbench.specs import (
     AgentSpec,
@@ -28,6 +28,7 @@ __all__ = [
     "AgentContext",
     "AgentSpec",
     "EnvironmentSpec",
+    "LaneAgent",
     "NetworkConfig",
     "NetworkSpec",
     "ReferenceScores",

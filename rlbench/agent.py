@@ -85,6 +85,32 @@ class AgentContext:
     make_network: Callable[[int, int], torch.nn.Module]
     """``make_network(in_features, out_features)`` builds the network the suite chose for
     this agent, already on ``device``. Call it once per network (online, target, ...)."""
+    lanes: int = 1
+    """How many independent seeds a :class:`LaneAgent` trains at once (1 for other agents)."""
+    lane_seeds: tuple[int, ...] = ()
+    """Each lane's run seed (``(seed,)`` when not given)."""
+    lane_rngs: tuple[np.random.Generator, ...] = ()
+    """Each lane's own random stream, seeded from its seed exactly as ``rng`` is for a run of
+    that seed (``(rng,)`` when not given)."""
+    make_lane_networks: Callable[[int, int], list[torch.nn.Module]] | None = None
+    """``make_lane_networks(in_features, out_features)``: one network per lane, network ``k``
+    initialised from lane ``k``'s torch random stream, as a run of that seed would initialise
+    it (stack them with :func:`rlbench.lanes.stack_networks`). Without lanes: ``[make_network
+    (in_features, out_features)]``."""
+
+    def __post_init__(self) -> None:
+        if not self.lane_seeds:
+            object.__setattr__(self, "lane_seeds", (self.seed,))
+        if not self.lane_rngs:
+            object.__setattr__(self, "lane_rngs", (self.rng,))
+        if self.make_lane_networks is None:
+            make = self.make_network
+            object.__setattr__(self, "make_lane_networks", lambda i, o: [make(i, o)])
+        if not len(self.lane_seeds) == len(self.lane_rngs) == self.lanes:
+            raise ValueError(
+                f"AgentContext: {self.lanes} lanes need as many lane_seeds and lane_rngs "
+                f"(got {len(self.lane_seeds)} and {len(self.lane_rngs)})"
+            )
 
 
 class Agent(ABC):
@@ -126,3 +152,41 @@ class Agent(ABC):
     @abstractmethod
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+class LaneAgent(Agent):
+    """An agent that trains ``context.lanes`` independent seeds (lanes) as one batched
+    computation: stacked parameters, batched matrix products (see :mod:`rlbench.lanes`).
+
+    The harness groups the runs of a suite that differ only in their seed and trains them as
+    the lanes of one such agent (``rlbench run --lanes N`` caps a group; a single run is a
+    group of one). Everything crossing the interface gains a leading lane dimension:
+
+    - :meth:`act` receives ``[lanes, num_envs, *obs_shape]`` and returns ``[lanes, num_envs]``
+      actions;
+    - :meth:`observe` receives a :class:`Transition` whose fields are ``[lanes, num_envs,
+      ...]`` and returns its metrics as ``{name: one value per lane}`` (a sequence or a 1-D
+      tensor of length ``lanes``);
+    - :meth:`lane_state_dict` returns one lane's state, as a one-lane agent of that seed would
+      save it.
+
+    Contract: lane ``k`` computes what a one-lane agent of seed ``k`` computes. Draw lane
+    ``k``'s randomness only from ``context.lane_rngs[k]`` (and its initial weights from
+    ``context.make_lane_networks``), and keep every operation per lane: a lane must not see
+    another's data, not even through a shared reduction (sum per-lane losses; never average
+    over lanes).
+    """
+
+    @abstractmethod
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        """Actions ``[lanes, n]`` for observations ``[lanes, n, *obs_shape]``."""
+
+    @abstractmethod
+    def observe(self, transition: Transition) -> Mapping[str, Any]:
+        """Learn from one step of every lane's environments (fields ``[lanes, n, ...]``);
+        returns ``{metric: per-lane values}``."""
+
+    @abstractmethod
+    def lane_state_dict(self, lane: int) -> dict[str, Any]:
+        """Lane ``lane``'s state: what :meth:`state_dict` of a one-lane agent of that seed
+        returns (the harness saves it as that run's weights)."""

@@ -2,17 +2,27 @@
 
 Episode ``j`` of every evaluation is reset with seed ``base_seed + j``, so the evaluations
 along one run (and across agents with the same run seed) face the same start states.
+
+Lanes (see :mod:`rlbench.lanes`) are evaluated in lockstep: episode ``j`` of every lane runs
+at the same time, one batched ``act`` per step, each lane on its own environment and base
+seed; a lane whose episode has ended waits (its actions are computed and ignored) until the
+others' have. Each lane's result is what evaluating it alone gives.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 import torch
 
 from rlbench.agent import Agent
+
+
+class _Acts(Protocol):
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor: ...
 
 
 def evaluate(
@@ -24,34 +34,75 @@ def evaluate(
     device: torch.device,
     max_episode_steps: int | None = None,
 ) -> dict[str, Any]:
-    """Mean, std, min and max of the greedy policy's return over ``episodes`` episodes."""
-    discrete = isinstance(env.action_space, gym.spaces.Discrete)
-    returns, lengths = [], []
+    """Mean, std, min and max of the greedy policy's return over ``episodes`` episodes, for
+    an agent whose :meth:`~rlbench.agent.Agent.act` takes ``[n, *obs_shape]``."""
+    from rlbench.training import OneLane  # the harness's adapter; imported late (a cycle)
+
+    return evaluate_lanes(
+        OneLane(agent),
+        [env],
+        episodes=episodes,
+        base_seeds=[base_seed],
+        device=device,
+        max_episode_steps=max_episode_steps,
+    )[0]
+
+
+def evaluate_lanes(
+    agent: _Acts,
+    envs: Sequence[gym.Env],
+    *,
+    episodes: int,
+    base_seeds: Sequence[int],
+    device: torch.device,
+    max_episode_steps: int | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`evaluate` of every lane of a lane-shaped ``agent`` (``act`` takes
+    ``[lanes, 1, *obs_shape]``): lane ``k`` plays on ``envs[k]`` with base seed
+    ``base_seeds[k]``. Returns one result per lane."""
+    lanes = len(envs)
+    discrete = isinstance(envs[0].action_space, gym.spaces.Discrete)
+    returns = np.zeros((lanes, episodes))
+    lengths = np.zeros((lanes, episodes), dtype=np.int64)
     with torch.inference_mode():
         for j in range(episodes):
-            obs, _ = env.reset(seed=base_seed + j)
-            total, length, done = 0.0, 0, False
-            while not done:
-                obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device)
-                action = agent.act(obs_t.unsqueeze(0), greedy=True)[0].cpu().numpy()
-                obs, reward, terminated, truncated, _ = env.step(
-                    action.item() if discrete else action
-                )
-                total += float(reward)
-                length += 1
-                done = (
-                    terminated
-                    or truncated
-                    or (max_episode_steps is not None and length >= max_episode_steps)
-                )
-            returns.append(total)
-            lengths.append(length)
-    r = np.asarray(returns)
-    return {
-        "return_mean": float(r.mean()),
-        "return_std": float(r.std()),
-        "return_min": float(r.min()),
-        "return_max": float(r.max()),
-        "length_mean": float(np.mean(lengths)),
-        "episodes": episodes,
-    }
+            first = [
+                np.asarray(env.reset(seed=base + j)[0])
+                for env, base in zip(envs, base_seeds, strict=True)
+            ]
+            obs = np.stack(first).astype(np.float32, copy=False)
+            total = [0.0] * lanes
+            length = [0] * lanes
+            playing = list(range(lanes))
+            while playing:
+                obs_t = torch.as_tensor(obs, device=device).unsqueeze(1)
+                actions = agent.act(obs_t, greedy=True)[:, 0].cpu().numpy()
+                still = []
+                for k in playing:
+                    o, reward, terminated, truncated, _ = envs[k].step(
+                        actions[k].item() if discrete else actions[k]
+                    )
+                    obs[k] = o
+                    total[k] += float(reward)
+                    length[k] += 1
+                    done = (
+                        terminated
+                        or truncated
+                        or (max_episode_steps is not None and length[k] >= max_episode_steps)
+                    )
+                    if not done:
+                        still.append(k)
+                playing = still
+            returns[:, j] = total
+            lengths[:, j] = length
+    return [
+        {
+            "return_mean": float(returns[k].mean()),
+            "return_std": float(returns[k].std()),
+            "return_min": float(returns[k].min()),
+            "return_max": float(returns[k].max()),
+            "length_mean": float(lengths[k].mean()),
+            "episodes": episodes,
+        }
+        for k in range(lanes)
+    ]

@@ -12,11 +12,12 @@ evaluation curve.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,9 @@ import numpy as np
 import torch
 
 from rlbench import provenance, records
-from rlbench.agent import Agent, AgentConfig, AgentContext, Transition
+from rlbench.agent import Agent, AgentConfig, AgentContext, LaneAgent, Transition
 from rlbench.devices import unavailable_reason
-from rlbench.evaluation import evaluate
+from rlbench.evaluation import evaluate_lanes
 from rlbench.plugins import Catalogue
 from rlbench.runspec import RunSpec
 
@@ -82,14 +83,58 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor if device.type == "cpu" else tensor.to(device)
 
 
+class OneLane:
+    """A plain :class:`~rlbench.agent.Agent` seen through the lane interface, as one lane:
+    the harness has one training loop, and a plain agent sees exactly what it always did
+    (its tensors without the lane dimension)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        return self.agent.act(obs[0], greedy=greedy).unsqueeze(0)
+
+    def observe(self, t: Transition) -> Mapping[str, Any]:
+        metrics = self.agent.observe(
+            Transition(
+                obs=t.obs[0],
+                action=t.action[0],
+                reward=t.reward[0],
+                next_obs=t.next_obs[0],
+                terminated=t.terminated[0],
+                truncated=t.truncated[0],
+            )
+        )
+        return {key: (value,) for key, value in metrics.items()}
+
+    def lane_state_dict(self, lane: int) -> dict[str, Any]:
+        return self.agent.state_dict()
+
+
+def lane_key(spec: RunSpec) -> str:
+    """What runs must share to be lanes of one agent: everything but the seed."""
+    identity = spec.identity()
+    identity.pop("seed")
+    return json.dumps(identity, sort_keys=True)
+
+
+def supports_lanes(spec: RunSpec, catalogue: Catalogue) -> bool:
+    """Whether ``spec``'s agent trains several seeds at once (a :class:`LaneAgent`)."""
+    if spec.unavailable or spec.agent not in catalogue.agents:
+        return False
+    return issubclass(catalogue.agent(spec.agent).agent, LaneAgent)
+
+
 def build_agent(
-    spec: RunSpec,
+    specs: Sequence[RunSpec],
     catalogue: Catalogue,
     config: AgentConfig,
     env: gym.Env,
-    rng: np.random.Generator,
+    rngs: Sequence[np.random.Generator],
 ) -> Agent:
-    """The run's agent, with its network factory and context, ready to train."""
+    """The agent of ``specs`` (one run, or the lanes of a :class:`LaneAgent`), with its
+    network factories and context, ready to train."""
+    spec = specs[0]
     net_options = dict(spec.network)
     net_spec = catalogue.network(net_options.pop("name"))
     net_config = net_spec.config_model.model_validate(net_options)
@@ -98,15 +143,39 @@ def build_agent(
     def make_network(in_features: int, out_features: int) -> torch.nn.Module:
         return net_spec.build(in_features, out_features, net_config).to(device)
 
+    # Each lane's torch random stream, as seed_everything(seed) leaves it for a run of that
+    # seed, continued from one call of make_lane_networks to the next.
+    lane_torch_states: list[torch.Tensor | None] = [None] * len(specs)
+
+    def make_lane_networks(in_features: int, out_features: int) -> list[torch.nn.Module]:
+        outside = torch.random.get_rng_state()
+        networks = []
+        try:
+            for k, lane in enumerate(specs):
+                state = lane_torch_states[k]
+                if state is None:
+                    torch.manual_seed(lane.seed)
+                else:
+                    torch.random.set_rng_state(state)
+                networks.append(make_network(in_features, out_features))
+                lane_torch_states[k] = torch.random.get_rng_state()
+        finally:
+            torch.random.set_rng_state(outside)
+        return networks
+
     context = AgentContext(
         observation_space=env.observation_space,
         action_space=env.action_space,
         num_envs=config.num_envs,
         device=device,
         seed=spec.seed,
-        rng=rng,
+        rng=rngs[0],
         total_steps=spec.steps,
         make_network=make_network,
+        lanes=len(specs),
+        lane_seeds=tuple(s.seed for s in specs),
+        lane_rngs=tuple(rngs),
+        make_lane_networks=make_lane_networks,
     )
     return catalogue.agent(spec.agent).agent(config, context)
 
@@ -120,34 +189,66 @@ def execute_run(
     """Run ``spec`` to completion and record it under ``suite_dir``. Failures are recorded
     (status ``failed`` with the error) and returned, never raised; ``KeyboardInterrupt``
     propagates and leaves the run ``running`` (incomplete) on disk."""
-    run_dir = records.RunDir(suite_dir, spec.run_id)
-    run_dir.clear()
-    run_dir.write_json(records.CONFIG, spec.to_json())
-    notify = progress or (lambda *_: None)
-    notify("start", spec.run_id, {"steps": spec.steps})
+    return execute_lanes([spec], suite_dir, catalogue, progress)[0]
 
+
+def execute_lanes(
+    specs: Sequence[RunSpec],
+    suite_dir: Path,
+    catalogue: Catalogue,
+    progress: ProgressCallback | None = None,
+) -> list[RunOutcome]:
+    """Run ``specs``, runs that differ only in their seed, as the lanes of one
+    :class:`LaneAgent` (one batched computation), and record each under ``suite_dir`` as if
+    it had run alone: its own run directory, curve, episodes, weights and status. A single
+    run (any agent) is a group of one. Failures are recorded and returned per run, never
+    raised; ``KeyboardInterrupt`` propagates and leaves the runs ``running`` on disk."""
+    specs = list(specs)
+    if not specs:
+        return []
+    if len(specs) > 1:
+        if len({lane_key(s) for s in specs}) > 1:
+            raise ValueError("execute_lanes: the runs must differ only in their seed")
+        if not supports_lanes(specs[0], catalogue):
+            raise ValueError(f"execute_lanes: agent {specs[0].agent!r} does not train in lanes")
+    run_dirs = [records.RunDir(suite_dir, s.run_id) for s in specs]
+    notify = progress or (lambda *_: None)
+    for spec, run_dir in zip(specs, run_dirs, strict=True):
+        run_dir.clear()
+        run_dir.write_json(records.CONFIG, spec.to_json())
+        notify("start", spec.run_id, {"steps": spec.steps})
+
+    spec = specs[0]
     skip = unavailable_reason(spec.device)
     if skip is not None:
-        run_dir.write_status(records.SKIPPED, reason=skip)
-        notify("end", spec.run_id, {"status": records.SKIPPED, "error": skip})
-        return RunOutcome(spec.run_id, records.SKIPPED, error=skip)
+        outcomes = []
+        for s, run_dir in zip(specs, run_dirs, strict=True):
+            run_dir.write_status(records.SKIPPED, reason=skip)
+            notify("end", s.run_id, {"status": records.SKIPPED, "error": skip})
+            outcomes.append(RunOutcome(s.run_id, records.SKIPPED, error=skip))
+        return outcomes
     if spec.unavailable:
-        return _fail(run_dir, spec, spec.unavailable, "", 0.0, notify)
+        return [
+            _fail(run_dir, s, s.unavailable, "", 0.0, notify)
+            for s, run_dir in zip(specs, run_dirs, strict=True)
+        ]
 
-    run_dir.write_json(
-        records.PROVENANCE, provenance.collect(spec.device, catalogue.plugin_versions())
-    )
-    run_dir.write_status(records.RUNNING)
+    versions = provenance.collect(spec.device, catalogue.plugin_versions())
+    for run_dir in run_dirs:
+        run_dir.write_json(records.PROVENANCE, {**versions, "lanes": len(specs)})
+        run_dir.write_status(records.RUNNING)
     started = time.perf_counter()
     try:
-        outcome = _train(spec, run_dir, catalogue, notify, started)
+        return _train(specs, run_dirs, catalogue, notify, started)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
-        return _fail(run_dir, spec, message, traceback.format_exc(), started, notify)
-    notify("end", spec.run_id, {"status": records.COMPLETE, "final_return": outcome.final_return})
-    return outcome
+        trace = traceback.format_exc()
+        return [
+            _fail(run_dir, s, message, trace, started, notify)
+            for s, run_dir in zip(specs, run_dirs, strict=True)
+        ]
 
 
 def _fail(
@@ -166,99 +267,123 @@ def _fail(
     return RunOutcome(spec.run_id, records.FAILED, wall_time_s=wall, error=message)
 
 
+def _diverged_trace(message: str) -> str:
+    """A traceback of :class:`DivergedError` raised here (a lane's divergence stops only
+    that lane, so it is recorded, not raised through the loop)."""
+    try:
+        raise DivergedError(message)
+    except DivergedError:
+        return traceback.format_exc()
+
+
 def _train(
-    spec: RunSpec,
-    run_dir: records.RunDir,
+    specs: list[RunSpec],
+    run_dirs: list[records.RunDir],
     catalogue: Catalogue,
     notify: ProgressCallback,
     started: float,
-) -> RunOutcome:
+) -> list[RunOutcome]:
+    spec = specs[0]
+    lanes = len(specs)
     agent_config = catalogue.agent(spec.agent).config_model.model_validate(spec.agent_config)
     num_envs = agent_config.num_envs
     seed_everything(spec.seed)
-    agent_rng, train_seeds, eval_base = seed_streams(spec.seed, num_envs)
+    streams = [seed_streams(s.seed, num_envs) for s in specs]
     env_spec = catalogue.environment(spec.env)
-    envs = [env_spec.create(**spec.env_kwargs) for _ in range(num_envs)]
-    eval_env = env_spec.create(**spec.env_kwargs)
+    envs = [[env_spec.create(**spec.env_kwargs) for _ in range(num_envs)] for _ in specs]
+    eval_envs = [env_spec.create(**spec.env_kwargs) for _ in specs]
     device = torch.device(spec.device)
     try:
-        agent = build_agent(spec, catalogue, agent_config, envs[0], agent_rng)
-        discrete = isinstance(envs[0].action_space, gym.spaces.Discrete)
+        built = build_agent(specs, catalogue, agent_config, envs[0][0], [s[0] for s in streams])
+        agent: Any = built if isinstance(built, LaneAgent) else OneLane(built)
+        discrete = isinstance(envs[0][0].action_space, gym.spaces.Discrete)
 
-        obs = np.stack([env.reset(seed=s)[0] for env, s in zip(envs, train_seeds, strict=True)])
-        ep_return = np.zeros(num_envs)
-        ep_length = np.zeros(num_envs, dtype=np.int64)
-        episodes: list[dict[str, Any]] = []
-        evaluations: list[dict[str, Any]] = []
-        metric_rows: list[dict[str, Any]] = []
-        metric_sums: dict[str, float] = {}
-        metric_counts: dict[str, int] = {}
+        obs = np.stack(
+            [
+                np.stack([env.reset(seed=s)[0] for env, s in zip(lane_envs, st[1], strict=True)])
+                for lane_envs, st in zip(envs, streams, strict=True)
+            ]
+        )
+        ep_return = np.zeros((lanes, num_envs))
+        ep_length = np.zeros((lanes, num_envs), dtype=np.int64)
+        episodes: list[list[dict[str, Any]]] = [[] for _ in specs]
+        evaluations: list[list[dict[str, Any]]] = [[] for _ in specs]
+        metric_rows: list[list[dict[str, Any]]] = [[] for _ in specs]
+        metric_sums: list[dict[str, float]] = [{} for _ in specs]
+        metric_counts: list[dict[str, int]] = [{} for _ in specs]
+        outcomes: list[RunOutcome | None] = [None] * lanes  # set when a lane fails
         eval_time = 0.0
         last_note = time.perf_counter()
+
+        def live() -> list[int]:
+            return [k for k in range(lanes) if outcomes[k] is None]
 
         def run_evaluation(step: int) -> None:
             nonlocal eval_time
             t0 = time.perf_counter()
-            result = evaluate(
+            results = evaluate_lanes(
                 agent,
-                eval_env,
+                eval_envs,
                 episodes=spec.eval_episodes,
-                base_seed=eval_base,
+                base_seeds=[st[2] for st in streams],
                 device=device,
                 max_episode_steps=spec.eval_max_episode_steps,
             )
             eval_time += time.perf_counter() - t0
-            evaluations.append(
-                {"step": step, **result, "wall_time_s": round(time.perf_counter() - started, 3)}
-            )
-            if metric_counts:
-                metric_rows.append(
-                    {"step": step, **{k: metric_sums[k] / metric_counts[k] for k in metric_sums}}
-                )
-                metric_sums.clear()
-                metric_counts.clear()
-            _write_progress(run_dir, evaluations, episodes, metric_rows)
-            notify("eval", spec.run_id, {"step": step, "return_mean": result["return_mean"]})
+            wall = round(time.perf_counter() - started, 3)
+            for k in live():
+                evaluations[k].append({"step": step, **results[k], "wall_time_s": wall})
+                sums, counts = metric_sums[k], metric_counts[k]
+                if counts:
+                    metric_rows[k].append(
+                        {"step": step, **{key: sums[key] / counts[key] for key in sums}}
+                    )
+                    sums.clear()
+                    counts.clear()
+                _write_progress(run_dirs[k], evaluations[k], episodes[k], metric_rows[k])
+                payload = {"step": step, "return_mean": results[k]["return_mean"]}
+                notify("eval", specs[k].run_id, payload)
 
         step = 0
         run_evaluation(0)
         next_eval = spec.eval_interval
         obs_t = to_tensor(obs, device)
-        while step < spec.steps:
+        while step < spec.steps and live():
             action = agent.act(obs_t)
             actions = action.detach().cpu().numpy()
             # The step's observations; where an episode ended, the next act() sees the reset
             # observation instead, so only then does next_obs differ from it (and get its own
             # array and tensor).
             step_obs = np.empty_like(obs)
-            rewards = np.empty(num_envs, dtype=np.float32)
-            terminated = np.zeros(num_envs, dtype=bool)
-            truncated = np.zeros(num_envs, dtype=bool)
-            resets: list[tuple[int, Any]] = []
-            for i, env in enumerate(envs):
-                a = actions[i].item() if discrete else actions[i]
-                o, r, term, trunc, _ = env.step(a)
-                step_obs[i] = o
-                rewards[i] = r
-                terminated[i], truncated[i] = term, trunc
-                ep_return[i] += r
-                ep_length[i] += 1
-                if term or trunc:
-                    episodes.append(
-                        {
-                            "step": step + i + 1,
-                            "return": float(ep_return[i]),
-                            "length": int(ep_length[i]),
-                            "terminated": bool(term),
-                        }
-                    )
-                    ep_return[i], ep_length[i] = 0.0, 0
-                    resets.append((i, env.reset()[0]))
+            rewards = np.empty((lanes, num_envs), dtype=np.float32)
+            terminated = np.zeros((lanes, num_envs), dtype=bool)
+            truncated = np.zeros((lanes, num_envs), dtype=bool)
+            resets: list[tuple[int, int, Any]] = []
+            for k, lane_envs in enumerate(envs):
+                for i, env in enumerate(lane_envs):
+                    a = actions[k, i].item() if discrete else actions[k, i]
+                    o, r, term, trunc, _ = env.step(a)
+                    step_obs[k, i] = o
+                    rewards[k, i] = r
+                    terminated[k, i], truncated[k, i] = term, trunc
+                    ep_return[k, i] += r
+                    ep_length[k, i] += 1
+                    if term or trunc:
+                        episodes[k].append(
+                            {
+                                "step": step + i + 1,
+                                "return": float(ep_return[k, i]),
+                                "length": int(ep_length[k, i]),
+                                "terminated": bool(term),
+                            }
+                        )
+                        ep_return[k, i], ep_length[k, i] = 0.0, 0
+                        resets.append((k, i, env.reset()[0]))
             step_obs_t = to_tensor(step_obs, device)
             if resets:
                 next_obs = step_obs.copy()
-                for i, o in resets:
-                    next_obs[i] = o
+                for k, i, o in resets:
+                    next_obs[k, i] = o
                 next_obs_t = to_tensor(next_obs, device)
             else:
                 next_obs, next_obs_t = step_obs, step_obs_t
@@ -271,14 +396,24 @@ def _train(
                 truncated=to_device(truncated, device),
             )
             metrics = agent.observe(transition)
-            for key, value in metrics.items():
-                value = float(value)
-                if not math.isfinite(value):
-                    raise DivergedError(
-                        f"training diverged at step {step + num_envs}: {key} = {value}"
-                    )
-                metric_sums[key] = metric_sums.get(key, 0.0) + value
-                metric_counts[key] = metric_counts.get(key, 0) + 1
+            for key, values in metrics.items():
+                for k, value in enumerate(values):
+                    if outcomes[k] is not None:
+                        continue
+                    value = float(value)
+                    if not math.isfinite(value):
+                        message = f"training diverged at step {step + num_envs}: {key} = {value}"
+                        outcomes[k] = _fail(
+                            run_dirs[k],
+                            specs[k],
+                            f"{DivergedError.__name__}: {message}",
+                            _diverged_trace(message),
+                            started,
+                            notify,
+                        )
+                        continue
+                    metric_sums[k][key] = metric_sums[k].get(key, 0.0) + value
+                    metric_counts[k][key] = metric_counts[k].get(key, 0) + 1
             obs, obs_t = next_obs, next_obs_t
             step += num_envs
 
@@ -289,33 +424,42 @@ def _train(
             now = time.perf_counter()
             if now - last_note >= PROGRESS_EVERY_S:
                 last_note = now
-                elapsed = now - started - eval_time
-                notify("step", spec.run_id, {"step": step, "sps": step / max(elapsed, 1e-9)})
+                sps = step / max(now - started - eval_time, 1e-9)
+                for k in live():
+                    notify("step", specs[k].run_id, {"step": step, "sps": sps})
 
         wall = time.perf_counter() - started
         train_time = max(wall - eval_time, 1e-9)
-        run_dir.save_weights(agent.state_dict())
-        final = evaluations[-1]
-        run_dir.write_status(
-            records.COMPLETE,
-            env_steps=step,
-            wall_time_s=round(wall, 3),
-            train_time_s=round(train_time, 3),
-            eval_time_s=round(eval_time, 3),
-            steps_per_second=round(step / train_time, 1),
-            final_return_mean=final["return_mean"],
-            final_return_std=final["return_std"],
-            episodes=len(episodes),
-        )
-        return RunOutcome(
-            spec.run_id,
-            records.COMPLETE,
-            final_return=final["return_mean"],
-            wall_time_s=wall,
-            steps_per_second=step / train_time,
-        )
+        for k in live():
+            run_dirs[k].save_weights(agent.lane_state_dict(k))
+            final = evaluations[k][-1]
+            run_dirs[k].write_status(
+                records.COMPLETE,
+                env_steps=step,
+                wall_time_s=round(wall, 3),
+                train_time_s=round(train_time, 3),
+                eval_time_s=round(eval_time, 3),
+                steps_per_second=round(step / train_time, 1),
+                lanes=lanes,
+                final_return_mean=final["return_mean"],
+                final_return_std=final["return_std"],
+                episodes=len(episodes[k]),
+            )
+            outcomes[k] = RunOutcome(
+                specs[k].run_id,
+                records.COMPLETE,
+                final_return=final["return_mean"],
+                wall_time_s=wall,
+                steps_per_second=step / train_time,
+            )
+            notify(
+                "end",
+                specs[k].run_id,
+                {"status": records.COMPLETE, "final_return": final["return_mean"]},
+            )
+        return [o for o in outcomes if o is not None]  # every lane has one by now
     finally:
-        for env in [*envs, eval_env]:
+        for env in [*(e for lane_envs in envs for e in lane_envs), *eval_envs]:
             env.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import fields
 
 import gymnasium as gym
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from rlbench_dqn.common import ReplayBuffer, epsilon_greedy, linear_schedule, td_targets
 from rlbench_mlp import MLPConfig, build_mlp
 
-from rlbench import AgentContext, Transition
+from rlbench import AgentContext, LaneAgent, Transition
 
 AGENTS = ["naive_dqn", "target_dqn", "replay_dqn", "dqn"]
 
@@ -87,15 +88,25 @@ def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue
         else {}
     )
     agent = spec.agent(config, make_context(env))
+    # dqn trains seeds as lanes (rlbench.LaneAgent): its tensors carry a lane dimension first.
+    lanes = isinstance(agent, LaneAgent)
+
+    def act(obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
+        return agent.act(obs[None], greedy=greedy)[0] if lanes else agent.act(obs, greedy=greedy)
+
     obs, _ = env.reset(seed=0)
     before = {k: v.clone() for k, v in agent.q.state_dict().items()}
     losses = []
     for _ in range(40):
-        action = agent.act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
+        action = act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
         assert action.shape == (1,)
         next_obs, reward, term, trunc, _ = env.step(action.item())
-        metrics = agent.observe(transition([obs], action, [reward], [next_obs], [term], [trunc]))
-        losses += [metrics["loss"]] if "loss" in metrics else []
+        t = transition([obs], action, [reward], [next_obs], [term], [trunc])
+        if lanes:
+            t = Transition(**{f.name: getattr(t, f.name)[None] for f in fields(t)})
+        metrics = agent.observe(t)
+        if "loss" in metrics:
+            losses.append(metrics["loss"][0] if lanes else metrics["loss"])
         obs = env.reset()[0] if term or trunc else next_obs
     assert losses and all(np.isfinite(losses))
     after = agent.q.state_dict()
@@ -108,7 +119,8 @@ def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue
     fresh = spec.agent(config, make_context(env, seed=1))
     fresh.load_state_dict(state)
     probe = torch.randn(5, 4)
-    assert torch.equal(fresh.act(probe, greedy=True), agent.act(probe, greedy=True))
+    fresh_act = fresh.act(probe[None], greedy=True)[0] if lanes else fresh.act(probe, greedy=True)
+    assert torch.equal(fresh_act, act(probe, greedy=True))
 
 
 @pytest.mark.parametrize("name", AGENTS)

@@ -172,12 +172,12 @@ def dqn_agent(**config) -> DQN:
 
 def fill(agent: DQN, rows: int) -> None:
     gen = torch.Generator().manual_seed(2)
-    b = agent.buffer
-    b.obs[:rows] = torch.randn(rows, 4, generator=gen)
-    b.next_obs[:rows] = torch.randn(rows, 4, generator=gen)
-    b.action[:rows] = torch.randint(2, (rows,), generator=gen)
-    b.reward[:rows] = 1.0
-    b.terminated[:rows] = torch.rand(rows, generator=gen) < 0.1
+    b = agent.buffer  # one lane: fields [1, capacity, ...]
+    b.obs[0, :rows] = torch.randn(rows, 4, generator=gen)
+    b.next_obs[0, :rows] = torch.randn(rows, 4, generator=gen)
+    b.action[0, :rows] = torch.randint(2, (rows,), generator=gen)
+    b.reward[0, :rows] = 1.0
+    b.terminated[0, :rows] = torch.rand(rows, generator=gen) < 0.1
     b.size = b.position = rows
 
 
@@ -190,7 +190,7 @@ def test_a_phase_with_targets_computed_together_trains_like_per_step_targets(mon
     monkeypatch.setattr("rlbench_dqn.dqn.PHASE_CHUNK_ROWS", 32 * 8)  # several chunks
     for agent in (together, per_step):
         fill(agent, 3000)
-        losses = [agent.train_phase()["loss"] for _ in range(3)]
+        losses = [agent.train_phase()["loss"][0] for _ in range(3)]
         agent.losses = losses
     # Same indices, same targets (the same rows through the same target network); on the
     # CPU this is bit for bit, elsewhere a large and a small matrix product may round apart.

@@ -379,3 +379,145 @@ class QAgent(Agent):
         self.steps = int(state["steps"])
         if self.q_target is not None:
             self.q_target.load_state_dict(state["target_network"])
+
+
+# --- Lanes: the same pieces for several seeds at once (see rlbench.lanes) -------------------
+
+
+def lane_epsilon_greedy(
+    q_values: torch.Tensor, epsilon: float, rngs: tuple[np.random.Generator, ...]
+) -> torch.Tensor:
+    """:func:`epsilon_greedy` of every lane: ``q_values`` is ``[lanes, n, actions]``, lane
+    ``k`` explores with ``rngs[k]`` and draws exactly what :func:`epsilon_greedy` draws for
+    ``q_values[k]`` (so a lane acts as the one-lane run of its seed)."""
+    actions = q_values.argmax(dim=-1)
+    if epsilon <= 0.0:
+        return actions
+    lanes, n, num_actions = q_values.shape
+    if actions.device.type == "cpu":
+        chosen = actions.numpy()  # written in place: the tensor shares this memory
+        for k, rng in enumerate(rngs):
+            if n == 1:  # scalar draws, as epsilon_greedy makes for one environment
+                if rng.random() < epsilon:
+                    chosen[k, 0] = rng.integers(num_actions)
+                continue
+            explore = rng.random(n) < epsilon
+            if explore.any():
+                np.copyto(chosen[k], rng.integers(num_actions, size=n), where=explore)
+        return actions
+    explore = np.zeros((lanes, n), dtype=bool)
+    random_actions = np.zeros((lanes, n), dtype=np.int64)
+    for k, rng in enumerate(rngs):
+        if n == 1:
+            if rng.random() < epsilon:
+                explore[k, 0], random_actions[k, 0] = True, rng.integers(num_actions)
+            continue
+        explore[k] = rng.random(n) < epsilon
+        if explore[k].any():
+            random_actions[k] = rng.integers(num_actions, size=n)
+    return torch.where(
+        torch.as_tensor(explore, device=actions.device),
+        torch.as_tensor(random_actions, device=actions.device),
+        actions,
+    )
+
+
+def lane_td_loss(q_taken: torch.Tensor, target: torch.Tensor, loss: LossName) -> torch.Tensor:
+    """Each lane's mean TD loss over its minibatch: ``[lanes, batch]`` in, ``[lanes]`` out.
+    Summing the result and calling ``backward`` gives every lane the gradient of its own
+    loss (the sum's gradient is exactly 1 for each)."""
+    if loss == "mse":
+        return F.mse_loss(q_taken, target, reduction="none").mean(dim=1)
+    return F.smooth_l1_loss(q_taken, target, reduction="none").mean(dim=1)
+
+
+def lane_clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
+    """``torch.nn.utils.clip_grad_norm_`` of each lane's own parameters: parameters are
+    stacked ``[lanes, ...]``, and lane ``k``'s gradients are scaled by ``max_norm / (norm_k +
+    1e-6)`` (at most 1), ``norm_k`` the global norm of lane ``k``'s gradients alone."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    with torch.no_grad():
+        norms = torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads], 1)
+        total = torch.linalg.vector_norm(norms, dim=1)
+        coef = (total + 1e-6).reciprocal_().mul_(float(max_norm)).clamp_(max=1.0)
+        for g in grads:
+            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+
+
+class LaneReplayBuffer:
+    """:class:`ReplayBuffer` for every lane at once: fields ``[lanes, capacity, ...]``, lane
+    ``k`` sampled with its own generator ``rngs[k]`` (the indices a one-lane buffer of that
+    seed draws). Lanes step in lockstep, so they all hold the same number of transitions."""
+
+    FIELDS = ReplayBuffer.FIELDS
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_size: int,
+        device: torch.device,
+        rngs: tuple[np.random.Generator, ...],
+    ) -> None:
+        lanes = len(rngs)
+        self.capacity = capacity
+        self.rngs = rngs
+        self.obs = torch.zeros((lanes, capacity, obs_size), dtype=torch.float32, device=device)
+        self.next_obs = torch.zeros_like(self.obs)
+        self.action = torch.zeros((lanes, capacity), dtype=torch.long, device=device)
+        self.reward = torch.zeros((lanes, capacity), dtype=torch.float32, device=device)
+        self.terminated = torch.zeros((lanes, capacity), dtype=torch.bool, device=device)
+        self.lane_index = torch.arange(lanes, device=device).unsqueeze(1)
+        self._np = (
+            tuple(getattr(self, name).numpy() for name in self.FIELDS)
+            if self.obs.device.type == "cpu"
+            else None
+        )
+        self.position = 0
+        self.size = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def add(self, t: Transition) -> None:
+        """Store one step of every lane: ``t``'s fields are ``[lanes, n, ...]``."""
+        n = t.obs.shape[1]
+        p = self.position
+        where: slice | torch.Tensor = (
+            slice(p, p + n) if p + n <= self.capacity else (torch.arange(n) + p) % self.capacity
+        )
+        values = (
+            t.obs.flatten(2),
+            t.next_obs.flatten(2),
+            t.action.long(),
+            t.reward.float(),
+            t.terminated.bool(),
+        )
+        if self._np is not None and all(v.device.type == "cpu" for v in values):
+            np_where = where if isinstance(where, slice) else where.numpy()
+            for array, value in zip(self._np, values, strict=True):
+                array[:, np_where] = value.detach().numpy()
+        else:
+            for name, value in zip(self.FIELDS, values, strict=True):
+                getattr(self, name)[:, where] = value
+        self.position = (p + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample_indices(self, count: int) -> torch.Tensor:
+        """``[lanes, count]`` indices, drawn uniformly with replacement; row ``k`` is what
+        :meth:`ReplayBuffer.sample_indices` draws from ``rngs[k]``."""
+        idx = np.stack([rng.integers(self.size, size=count) for rng in self.rngs])
+        return torch.as_tensor(idx).to(self.obs.device)
+
+    def gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(obs, action, reward, next_obs, terminated)`` at ``idx`` (``[lanes, count]``),
+        each ``[lanes, count, ...]``."""
+        lane = self.lane_index
+        return (
+            self.obs[lane, idx],
+            self.action[lane, idx],
+            self.reward[lane, idx],
+            self.next_obs[lane, idx],
+            self.terminated[lane, idx],
+        )

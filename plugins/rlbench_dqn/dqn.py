@@ -2,18 +2,35 @@
 
 The reference the blog-post variants are measured against. Defaults are RL Zoo's tuned
 CartPole-v1 settings for Stable-Baselines3's DQN, which solve CartPole in 50k steps.
+
+It is a :class:`~rlbench.LaneAgent`: it trains several seeds at once as one batched
+computation (stacked networks, one replay buffer and random stream per lane), and a single
+run is one lane. Every tensor below carries the lane dimension first.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
-from rlbench import AgentConfig, AgentContext, Transition
-from rlbench_dqn.common import LossName, QAgent, ReplayBuffer, flat_size, td_loss, td_targets
+from rlbench import AgentConfig, AgentContext, LaneAgent, Transition
+from rlbench.lanes import stack_networks
+from rlbench_dqn.common import (
+    LaneReplayBuffer,
+    LossName,
+    adam,
+    discrete_actions,
+    flat_size,
+    lane_clip_grad_norm,
+    lane_epsilon_greedy,
+    lane_td_loss,
+    linear_schedule,
+    td_targets,
+)
 
 #: A training phase gathers its minibatches in chunks of at most this many rows and bytes of
 #: replay (one chunk with the CartPole defaults: 128 minibatches of 64).
@@ -52,13 +69,14 @@ class DQNConfig(AgentConfig):
     """Gradients are clipped to this global norm."""
 
 
-class DQN(QAgent):
+class DQN(LaneAgent):
     """DQN with experience replay, a target network and linearly decaying epsilon-greedy.
 
     Every ``train_frequency`` environment steps (after ``learning_starts``) it takes
     ``gradient_steps`` minibatch steps on uniformly sampled replay; the target network is a
     copy of the online one refreshed every ``target_update_interval`` environment steps (as
     Stable-Baselines3 counts it). Targets bootstrap through truncation, not termination.
+    Gradients are clipped to ``max_grad_norm`` per lane.
     """
 
     Config: ClassVar[type[AgentConfig]] = DQNConfig
@@ -67,25 +85,56 @@ class DQN(QAgent):
     name: ClassVar[str] = "dqn"
 
     def __init__(self, config: DQNConfig, context: AgentContext) -> None:
-        super().__init__(config, context, target_network=True)
+        super().__init__(config, context)
         self.cfg = config
-        self.buffer = ReplayBuffer(
-            config.buffer_size, flat_size(context.observation_space), context.device, context.rng
+        self.num_actions = discrete_actions(self.name, context.action_space)
+        obs_size = flat_size(context.observation_space)
+        assert context.make_lane_networks is not None
+        self.q = stack_networks(context.make_lane_networks(obs_size, self.num_actions))
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.optimizer = adam(self.q.parameters(), config.learning_rate)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        # (target tensor, online tensor) for every parameter and buffer: a sync copies each.
+        self.sync_pairs = list(
+            zip(self.q_target.state_dict().values(), self.q.state_dict().values(), strict=True)
         )
+        self.buffer = LaneReplayBuffer(
+            config.buffer_size, obs_size, context.device, context.lane_rngs
+        )
+        self.steps = 0
 
-    def observe(self, t: Transition) -> Mapping[str, float]:
+    @property
+    def epsilon(self) -> float:
+        c = self.cfg
+        decay_steps = int(c.exploration_fraction * self.context.total_steps)
+        return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, decay_steps)
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        with torch.no_grad():
+            q_values = self.q(obs.flatten(2))
+        epsilon = 0.0 if greedy else self.epsilon
+        return lane_epsilon_greedy(q_values, epsilon, self.context.lane_rngs)
+
+    def observe(self, t: Transition) -> Mapping[str, Any]:
         c = self.cfg
         self.buffer.add(t)
         before = self.steps
-        self.count_steps(t, sync_every=c.target_update_interval)
+        self.steps += t.obs.shape[1]
+        if self.steps // c.target_update_interval > before // c.target_update_interval:
+            self.sync_target()
         if self.steps <= c.learning_starts or (
             self.steps // c.train_frequency == before // c.train_frequency
         ):
             return {}
-
         return self.train_phase()
 
-    def train_phase(self) -> Mapping[str, float]:
+    def sync_target(self) -> None:
+        """Copy the online network's parameters and buffers into the target network."""
+        with torch.no_grad():
+            for target, online in self.sync_pairs:
+                target.copy_(online)
+
+    def train_phase(self) -> Mapping[str, Any]:
         """``gradient_steps`` minibatch steps on uniformly sampled replay.
 
         All minibatches of the phase are drawn at once (the same indices, in the same order,
@@ -93,61 +142,119 @@ class DQN(QAgent):
         large). With the standard :meth:`targets`, the TD targets of all of them come from a
         few large forward passes of the target network before the first step: the target
         network does not change during a phase (it is synced between environment steps), so
-        these are the targets each step would compute (bit for bit on the CPUs we tested; a
-        BLAS may round a large and a small matrix product apart elsewhere). A subclass
-        that overrides :meth:`targets` (Double DQN's depend on the online network, which each
-        step changes) gets it called once per minibatch, with the online network of that
-        step.
+        these are the targets each step would compute. A subclass that overrides
+        :meth:`targets` (Double DQN's depend on the online network, which each step changes)
+        gets it called once per minibatch, with the online network of that step.
         """
         c = self.cfg
         batch = c.batch_size
+        lanes = self.context.lanes
         fixed_targets = getattr(self.targets, "__func__", None) is DQN.targets
         idx = self.buffer.sample_indices(batch * c.gradient_steps)
-        row_bytes = 4 * (2 * self.buffer.obs.shape[1] + 4)
+        row_bytes = 4 * (2 * self.buffer.obs.shape[2] + 4) * lanes
         chunk_rows = batch * max(
             1, min(PHASE_CHUNK_ROWS // batch, PHASE_CHUNK_BYTES // (row_bytes * batch))
         )
-        total = torch.zeros((), device=self.buffer.obs.device)
-        for start in range(0, len(idx), chunk_rows):
+        total = torch.zeros(lanes, device=self.buffer.obs.device)
+        for start in range(0, idx.shape[1], chunk_rows):
             obs, action, reward, next_obs, terminated = self.buffer.gather(
-                idx[start : start + chunk_rows]
+                idx[:, start : start + chunk_rows]
             )
+            steps = obs.shape[1] // batch
             if fixed_targets:
                 with torch.no_grad():
-                    targets = self.fixed_targets(reward, next_obs, terminated)
-            for first in range(0, len(obs), batch):
-                mb = slice(first, first + batch)
-                q_taken = self.q(obs[mb]).gather(1, action[mb].unsqueeze(1)).squeeze(1)
+                    targets = minibatches(self.fixed_targets(reward, next_obs, terminated), steps)
+            else:
+                reward, next_obs, terminated = (
+                    minibatches(x, steps) for x in (reward, next_obs, terminated)
+                )
+            # Minibatch-major, so that minibatch j is one contiguous [lanes, batch, ...] block.
+            obs, action = minibatches(obs, steps), minibatches(action, steps)
+            for j in range(steps):
+                q_taken = self.q(obs[j]).gather(2, action[j].unsqueeze(2)).squeeze(2)
                 if fixed_targets:
-                    target = targets[mb]
+                    target = targets[j]
                 else:
                     with torch.no_grad():
-                        target = self.targets(reward[mb], next_obs[mb], terminated[mb])
-                loss = td_loss(q_taken, target, c.loss)
-                self.gradient_step(loss, c.max_grad_norm)
+                        target = self.targets(reward[j], next_obs[j], terminated[j])
+                loss = lane_td_loss(q_taken, target, c.loss)
+                self.gradient_step(loss)
                 total += loss.detach()
-        return {"loss": total.item() / c.gradient_steps, "epsilon": self.epsilon}
+        return {"loss": (total / c.gradient_steps).tolist(), "epsilon": [self.epsilon] * lanes}
+
+    def gradient_step(self, loss: torch.Tensor) -> None:
+        """One optimizer step of every lane on its own loss (``loss`` is ``[lanes]``): what
+        ``zero_grad(set_to_none=True)``, ``backward``, ``clip_grad_norm_`` and ``step`` do,
+        per lane, with less Python around them."""
+        for p in self.params:
+            p.grad = None
+        loss.sum().backward()
+        lane_clip_grad_norm(self.params, self.cfg.max_grad_norm)
+        self.optimizer.fused_step()
 
     def fixed_targets(
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
     ) -> torch.Tensor:
-        """:meth:`targets` of many minibatches in passes of ``TARGET_PASS_ROWS`` rows, whose
-        activations stay in a core's cache: about 40% faster than one pass over 8,192 rows
-        (and than 128 passes of 64), with the same results."""
+        """:meth:`targets` of many minibatches (``[lanes, rows]``) in passes of
+        ``TARGET_PASS_ROWS`` rows per lane, whose activations stay in a core's cache: about
+        40% faster than one pass over 8,192 rows (and than 128 passes of 64)."""
         n = TARGET_PASS_ROWS
         return torch.cat(
             [
-                self.targets(reward[i : i + n], next_obs[i : i + n], terminated[i : i + n])
-                for i in range(0, len(reward), n)
-            ]
+                self.targets(
+                    reward[:, i : i + n],
+                    next_obs[:, i : i + n].contiguous(),
+                    terminated[:, i : i + n],
+                )
+                for i in range(0, reward.shape[1], n)
+            ],
+            dim=1,
         )
 
     def targets(
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
     ) -> torch.Tensor:
-        """TD targets ``r + gamma * max_a' Q_target(s', a')`` of a sampled minibatch, without
-        the bootstrap term at a terminal state. :meth:`observe` calls it under
+        """TD targets ``r + gamma * max_a' Q_target(s', a')`` of sampled transitions, without
+        the bootstrap term at a terminal state: ``reward`` and ``terminated`` are ``[lanes,
+        batch]``, ``next_obs`` is ``[lanes, batch, obs_size]``. Called under
         ``torch.no_grad()``; a variant that changes only the target (Double DQN) overrides it.
         """
-        next_q_max = self.q_target(next_obs).max(dim=1).values
+        next_q_max = self.q_target(next_obs).max(dim=-1).values
         return td_targets(reward, next_q_max, terminated, self.cfg.gamma)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every lane's state, stacked (parameters and optimizer moments ``[lanes, ...]``)."""
+        return {
+            "q_network": self.q.state_dict(),
+            "target_network": self.q_target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps,
+            "epsilon": float(self.epsilon),
+        }
+
+    def lane_state_dict(self, lane: int) -> dict[str, Any]:
+        """Lane ``lane``'s state as a one-lane agent's :meth:`state_dict` (every stacked
+        tensor cut to ``[1, ...]``, copied so that saving it does not save the others)."""
+        return _lane_slice(self.state_dict(), lane)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.q.load_state_dict(state["q_network"])
+        self.q_target.load_state_dict(state["target_network"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])
+
+
+def minibatches(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[lanes, steps * batch, ...]`` as ``[steps, lanes, batch, ...]``, contiguous."""
+    lanes, rows = x.shape[:2]
+    return x.reshape(lanes, steps, rows // steps, *x.shape[2:]).transpose(0, 1).contiguous()
+
+
+def _lane_slice(value: Any, lane: int) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value[lane : lane + 1].clone() if value.dim() > 0 else value.clone()
+    if isinstance(value, dict):
+        return {k: _lane_slice(v, lane) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lane_slice(v, lane) for v in value]
+    return value

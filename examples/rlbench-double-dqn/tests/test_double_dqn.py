@@ -21,8 +21,8 @@ SUITE = Path(__file__).resolve().parents[1] / "suite.toml"
 
 
 def make_agent(**config) -> DoubleDQN:
-    """A Double DQN for 2-dimensional observations and 2 actions with linear Q-networks,
-    built the way the harness builds agents (a config and an AgentContext)."""
+    """A one-lane Double DQN for 2-dimensional observations and 2 actions with linear
+    Q-networks, built the way the harness builds agents (a config and an AgentContext)."""
     context = AgentContext(
         observation_space=gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32),
         action_space=gym.spaces.Discrete(2),
@@ -31,16 +31,18 @@ def make_agent(**config) -> DoubleDQN:
         seed=0,
         rng=np.random.default_rng(0),
         total_steps=1_000,
-        make_network=lambda n_in, n_out: torch.nn.Linear(n_in, n_out),
+        make_network=lambda n_in, n_out: torch.nn.Sequential(torch.nn.Linear(n_in, n_out)),
     )
     return DoubleDQN(DoubleDQNConfig(**config), context)
 
 
 def set_q_values(net: torch.nn.Module, values: list[float]) -> None:
-    """Make a linear Q-network output ``values`` for every observation."""
+    """Make a linear Q-network output ``values`` for every observation. ``dqn`` stacks its
+    lanes' networks (``rlbench.lanes``): weights ``[lanes, out, in]``, biases
+    ``[lanes, 1, out]``."""
     with torch.no_grad():
-        net.weight.zero_()
-        net.bias.copy_(torch.tensor(values))
+        net.weights[0].zero_()
+        net.biases[0].copy_(torch.tensor(values))
 
 
 def test_registered_by_this_package():
@@ -63,27 +65,28 @@ def test_target_differs_from_dqn_when_the_networks_disagree():
     # The online network prefers action 0; the target network values action 1 higher.
     set_q_values(agent.q, [1.0, 0.0])
     set_q_values(agent.q_target, [2.0, 5.0])
-    reward = torch.tensor([1.0, 1.0])
-    next_obs = torch.zeros(2, 2)
-    terminated = torch.tensor([False, True])
+    # One lane, a minibatch of two transitions.
+    reward = torch.tensor([[1.0, 1.0]])
+    next_obs = torch.zeros(1, 2, 2)
+    terminated = torch.tensor([[False, True]])
 
     with torch.no_grad():
         double = agent.targets(reward, next_obs, terminated)
         dqn = DQN.targets(agent, reward, next_obs, terminated)
 
     # Double DQN: the online network picks a* = 0, the target network values it at 2.0.
-    torch.testing.assert_close(double, torch.tensor([1.0 + 0.5 * 2.0, 1.0]))
+    torch.testing.assert_close(double, torch.tensor([[1.0 + 0.5 * 2.0, 1.0]]))
     # DQN: the target network picks and values its own maximum, 5.0.
-    torch.testing.assert_close(dqn, torch.tensor([1.0 + 0.5 * 5.0, 1.0]))
+    torch.testing.assert_close(dqn, torch.tensor([[1.0 + 0.5 * 5.0, 1.0]]))
     # At a terminal state neither bootstraps, so there they agree.
-    assert double[0] != dqn[0] and double[1] == dqn[1]
+    assert double[0, 0] != dqn[0, 0] and double[0, 1] == dqn[0, 1]
 
 
 def test_target_equals_dqn_when_the_networks_agree():
     agent = make_agent()
     set_q_values(agent.q, [0.0, 1.0])
     set_q_values(agent.q_target, [2.0, 5.0])
-    args = (torch.tensor([1.0]), torch.zeros(1, 2), torch.tensor([False]))
+    args = (torch.tensor([[1.0]]), torch.zeros(1, 1, 2), torch.tensor([[False]]))
     with torch.no_grad():
         torch.testing.assert_close(agent.targets(*args), DQN.targets(agent, *args))
 
@@ -101,13 +104,13 @@ def test_training_uses_the_double_dqn_target(monkeypatch: pytest.MonkeyPatch):
     metrics = {}
     for step in range(8):
         t = Transition(
-            obs=torch.full((1, 2), 0.1 * step),
-            action=torch.tensor([step % 2]),
-            reward=torch.tensor([1.0]),
-            next_obs=torch.full((1, 2), 0.1 * (step + 1)),
-            terminated=torch.tensor([False]),
-            truncated=torch.tensor([False]),
+            obs=torch.full((1, 1, 2), 0.1 * step),  # [lanes, num_envs, obs_size]
+            action=torch.tensor([[step % 2]]),
+            reward=torch.tensor([[1.0]]),
+            next_obs=torch.full((1, 1, 2), 0.1 * (step + 1)),
+            terminated=torch.tensor([[False]]),
+            truncated=torch.tensor([[False]]),
         )
         metrics = agent.observe(t) or metrics
     assert len(calls) == 2  # one training phase at step 8, two gradient steps
-    assert np.isfinite(metrics["loss"])
+    assert np.isfinite(metrics["loss"]).all()  # one value per lane

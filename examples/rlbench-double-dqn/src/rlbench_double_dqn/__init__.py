@@ -47,10 +47,12 @@ class DoubleDQN(DQN):
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
     ) -> torch.Tensor:
         """``r + gamma * Q_target(s', argmax_a' Q(s', a'))``, without the bootstrap term at a
-        terminal state (truncation still bootstraps). Called by :meth:`DQN.observe` under
-        ``torch.no_grad()`` for each sampled minibatch of shape ``[batch_size]``."""
-        next_action = self.q(next_obs).argmax(dim=1, keepdim=True)  # online network chooses
-        next_q = self.q_target(next_obs).gather(1, next_action).squeeze(1)  # target values
+        terminal state (truncation still bootstraps). Called by :meth:`DQN.train_phase` under
+        ``torch.no_grad()`` for each sampled minibatch: ``reward`` and ``terminated`` are
+        ``[lanes, batch_size]``, ``next_obs`` is ``[lanes, batch_size, obs_size]`` (``dqn``
+        trains several seeds at once as lanes; a single run has one)."""
+        next_action = self.q(next_obs).argmax(dim=-1, keepdim=True)  # online network chooses
+        next_q = self.q_target(next_obs).gather(-1, next_action).squeeze(-1)  # target values
         return td_targets(reward, next_q, terminated, self.cfg.gamma)
 
 

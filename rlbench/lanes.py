@@ -1,0 +1,147 @@
+"""Lanes: several independent seeds of one run trained as one batched computation.
+
+A suite usually trains the same agent on the same environment with 5, 10 or 30 seeds. For a
+small network each of those runs spends most of its time in framework overhead, not in
+arithmetic, so stacking the seeds' networks and running them as batched matrix products
+(``[lanes, batch, features]``) does the work of many runs for little more than the cost of
+one. A :class:`~rlbench.agent.LaneAgent` does this; the harness groups runs that differ only
+in their seed and hands them to one agent as lanes (``rlbench run --lanes``).
+
+Lane ``k`` must compute exactly what a one-lane run of seed ``k`` computes: its own initial
+weights (drawn from seed ``k``'s torch stream), its own environments, replay, exploration and
+random stream. The batched operations used here (``torch.baddbmm``, row-wise reductions,
+element-wise optimizers) compute each lane independently of the others, so on the CPUs we
+tested lane ``k`` of a group equals the separate run of seed ``k`` bit for bit, and grouping
+runs changes nothing but their speed (``tests/test_lanes.py`` holds it to that).
+
+This module stacks the networks: :func:`stack_networks` turns ``lanes`` modules of the same
+architecture into one module mapping ``[lanes, batch, in]`` to ``[lanes, batch, out]``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Layers the fast path stacks: linear layers, and element-wise activations (applied to the
+#: stacked activations as they are, since they treat every element alike).
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Sigmoid, nn.Identity)
+
+
+class StackedNetwork(nn.Module):
+    """Base of a stack of ``lanes`` networks; ``lane_state_dict(k)`` is lane ``k``'s weights
+    under the keys of the original module's own ``state_dict``."""
+
+    lanes: int
+
+    def lane_state_dict(self, lane: int) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+class StackedSequential(StackedNetwork):
+    """``nn.Sequential`` stacks of linear layers and element-wise activations, as batched
+    matrix products: a linear layer is ``baddbmm(bias, x, weight^T)`` with weights
+    ``[lanes, out, in]`` (``nn.Linear``'s layout, one matrix per lane)."""
+
+    def __init__(self, networks: Sequence[nn.Sequential]) -> None:
+        super().__init__()
+        self.lanes = len(networks)
+        first = networks[0]
+        self.names: list[str] = []
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        self.bias_of: list[int | None] = []  # each linear layer's index in biases, if any
+        self.steps: list[nn.Module | int] = []  # an activation, or the index of a linear layer
+        for index, layer in enumerate(first):
+            if isinstance(layer, nn.Linear):
+                column = [net[index] for net in networks]
+                self.weights.append(nn.Parameter(torch.stack([m.weight.detach() for m in column])))
+                if layer.bias is not None:
+                    self.biases.append(
+                        nn.Parameter(torch.stack([m.bias.detach() for m in column]).unsqueeze(1))
+                    )
+                    self.bias_of.append(len(self.biases) - 1)
+                else:
+                    self.bias_of.append(None)
+                self.names.append(str(index))
+                self.steps.append(len(self.weights) - 1)
+            else:
+                self.steps.append(copy.deepcopy(layer))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for step in self.steps:
+            if isinstance(step, int):
+                weight, b = self.weights[step], self.bias_of[step]
+                if b is None:
+                    x = torch.bmm(x, weight.transpose(1, 2))
+                else:
+                    x = torch.baddbmm(self.biases[b], x, weight.transpose(1, 2))
+            else:
+                x = step(x)
+        return x
+
+    def lane_state_dict(self, lane: int) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {}
+        for name, weight, b in zip(self.names, self.weights, self.bias_of, strict=True):
+            state[f"{name}.weight"] = weight[lane].detach().clone()
+            if b is not None:
+                state[f"{name}.bias"] = self.biases[b][lane, 0].detach().clone()
+        return state
+
+
+class VmappedNetwork(StackedNetwork):
+    """Any other architecture: the lanes' parameters stacked with
+    ``torch.func.stack_module_state`` and the module applied per lane with ``torch.func.vmap``
+    (general, but with more Python per call than :class:`StackedSequential`)."""
+
+    def __init__(self, networks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.lanes = len(networks)
+        params, buffers = torch.func.stack_module_state(list(networks))
+        self.keys = list(params)
+        self.stacked = nn.ParameterList(nn.Parameter(params[k].detach()) for k in self.keys)
+        self.buffer_keys = list(buffers)
+        for i, key in enumerate(self.buffer_keys):
+            self.register_buffer(f"buffer_{i}", buffers[key])
+        # The architecture without storage: functional_call supplies each lane's tensors.
+        self.base = [copy.deepcopy(networks[0]).to("meta")]  # a list: not a submodule
+
+    def _buffers_by_key(self) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, f"buffer_{i}") for i, k in enumerate(self.buffer_keys)}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self.base[0]
+
+        def one_lane(params: dict[str, Any], buffers: dict[str, Any], xs: torch.Tensor) -> Any:
+            return torch.func.functional_call(base, (params, buffers), (xs,))
+
+        params = dict(zip(self.keys, self.stacked, strict=True))
+        return torch.func.vmap(one_lane)(params, self._buffers_by_key(), x)
+
+    def lane_state_dict(self, lane: int) -> dict[str, torch.Tensor]:
+        state = {k: p[lane].detach().clone() for k, p in zip(self.keys, self.stacked, strict=True)}
+        state.update({k: b[lane].clone() for k, b in self._buffers_by_key().items()})
+        return state
+
+
+def stack_networks(networks: Sequence[nn.Module]) -> StackedNetwork:
+    """One module computing ``networks[k]`` on ``x[k]`` for every lane ``k``: input
+    ``[lanes, batch, in]``, output ``[lanes, batch, out]``. The networks must share an
+    architecture (as a network plugin builds them from one config); their weights are copied.
+
+    ``nn.Sequential`` stacks of ``nn.Linear`` and element-wise activations (the ``mlp``
+    plugin's networks) take the batched-matrix-product fast path; anything else goes through
+    ``torch.func.vmap``.
+    """
+    if not networks:
+        raise ValueError("stack_networks needs at least one network")
+    first = networks[0]
+    if isinstance(first, nn.Sequential) and all(
+        isinstance(layer, (nn.Linear, *ELEMENTWISE)) for layer in first
+    ):
+        return StackedSequential(networks)  # type: ignore[arg-type]
+    return VmappedNetwork(networks)
