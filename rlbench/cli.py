@@ -13,7 +13,7 @@ from rich.table import Table
 
 from rlbench import __version__, records
 from rlbench.errors import RlbenchError
-from rlbench.executor import default_jobs, run_suite
+from rlbench.executor import DEFAULT_LANES, default_jobs, run_suite
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.progress import SuiteProgress
 from rlbench.results import load_runs, summary_table
@@ -57,7 +57,11 @@ def _fail(message: str) -> None:
     help="Load only rlbench's own plugins (and those named with -p), not every installed one.",
 )
 @click.option(
-    "-p", "--plugin", "plugins", multiple=True, metavar="MODULE",
+    "-p",
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE",
     help="Import MODULE and register it as a plugin (repeatable).",
 )
 @click.pass_context
@@ -69,19 +73,40 @@ def cli(ctx: click.Context, no_plugin_autoload: bool, plugins: tuple[str, ...]) 
 @cli.command("run")
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--results", "results_root", default=Path("results"), show_default=True,
+    "--results",
+    "results_root",
+    default=Path("results"),
+    show_default=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="Results root; runs go to RESULTS/<suite name>/runs/.",
 )
 @click.option(
-    "-j", "--jobs", default="auto", show_default=True,
+    "-j",
+    "--jobs",
+    default="auto",
+    show_default=True,
     help="Worker processes running runs in parallel ('auto': one per CPU core).",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch threads per worker [default: cores / jobs].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Torch threads per worker [default: cores / jobs].",
+)
+@click.option(
+    "--lanes",
+    type=click.IntRange(min=1),
+    default=DEFAULT_LANES,
+    show_default=True,
+    help="Seeds of one configuration trained together as one batched computation, for "
+    "agents that support it (dqn); each run's results are what it gives alone. 1: every run "
+    "on its own.",
+)
 @click.option("--force", is_flag=True, help="Redo runs that already completed.")
 @click.option(
-    "--report/--no-report", default=True, show_default=True,
+    "--report/--no-report",
+    default=True,
+    show_default=True,
     help="Write the suite's report (tables, figures, report.md) at the end.",
 )
 @click.pass_obj
@@ -91,6 +116,7 @@ def run_command(
     results_root: Path,
     jobs: str,
     threads: int | None,
+    lanes: int,
     force: bool,
     report: bool,
 ) -> None:
@@ -108,8 +134,16 @@ def run_command(
     n_jobs = _parse_jobs(jobs, len(runs))
     with SuiteProgress(console, total=len(runs), already_complete=0) as display:
         result = run_suite(
-            suite, runs, results_root, catalogue=catalogue, jobs=n_jobs, threads=threads,
-            force=force, autoload=options.autoload, extra_plugins=options.plugins,
+            suite,
+            runs,
+            results_root,
+            catalogue=catalogue,
+            jobs=n_jobs,
+            threads=threads,
+            force=force,
+            lanes=lanes,
+            autoload=options.autoload,
+            extra_plugins=options.plugins,
             on_event=display.handle,
         )
     if result.already_complete:
@@ -121,9 +155,7 @@ def run_command(
     if report and not result.interrupted:
         _write_report(result.suite_dir, catalogue)
     if result.interrupted:
-        console.print(
-            "Interrupted: completed runs are kept; run the same command again to resume."
-        )
+        console.print("Interrupted: completed runs are kept; run the same command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
     if result.failed:
         sys.exit(EXIT_RUN_FAILED)
@@ -263,30 +295,64 @@ def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: P
 
 @cli.command("tune")
 @click.option(
-    "--suite", "suite_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+    "--suite",
+    "suite_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
     help="Suite file whose [tune] table says what to tune [default: suites/tune.toml].",
 )
 @click.option("--agent", default=None, help="Label of an [[agents]] entry, or an agent name.")
-@click.option("--env", "envs", multiple=True, metavar="ID",
-              help="Environment to tune on (repeatable) [default: the [tune] table's].")
-@click.option("--trials", type=click.IntRange(min=1), default=None,
-              help="Finished trials to reach, counting earlier runs of the study.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes working on the study at once.")
+@click.option(
+    "--env",
+    "envs",
+    multiple=True,
+    metavar="ID",
+    help="Environment to tune on (repeatable) [default: the [tune] table's].",
+)
+@click.option(
+    "--trials",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Finished trials to reach, counting earlier runs of the study.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes working on the study at once.",
+)
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default=None)
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default=None)
-@click.option("--storage", "storage_url", default=None, metavar="URL",
-              help="Optuna database URL (e.g. postgresql://...) [default: a journal file "
-                   "under RESULTS/<suite>/tune/].")
-@click.option("--study-name", default=None,
-              help="[default: <agent label>-<environments>]; rerun with the same name to resume.")
+@click.option(
+    "--storage",
+    "storage_url",
+    default=None,
+    metavar="URL",
+    help="Optuna database URL (e.g. postgresql://...) [default: a journal file "
+    "under RESULTS/<suite>/tune/].",
+)
+@click.option(
+    "--study-name",
+    default=None,
+    help="[default: <agent label>-<environments>]; rerun with the same name to resume.",
+)
 @click.option("--seeds-per-trial", type=click.IntRange(min=1), default=None)
 @click.option(
-    "--results", "results_root", default=Path("results"), show_default=True,
-    type=click.Path(file_okay=False, path_type=Path), help="Results root.",
+    "--results",
+    "results_root",
+    default=Path("results"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Results root.",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Torch threads per worker [default: cores / jobs].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Torch threads per worker [default: cores / jobs].",
+)
 @click.pass_obj
 def tune_command(
     options: _Options,
@@ -342,7 +408,9 @@ def tune_command(
         f"{plan.pruner} pruner (warm-up {plan.warmup_steps} steps); objective: "
         f"{tuning.objective_label(plan)}.\nSearch space: {dims}"
         + (f"; fixed: {plan.fixed}" if plan.fixed else ""),
-        markup=False, highlight=False, soft_wrap=True,
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
     def write(line: str) -> None:

@@ -1,9 +1,14 @@
 """Running a suite's runs: in this process, or in N worker processes.
 
+Runs of an agent that trains in lanes (:class:`rlbench.LaneAgent`, e.g. ``dqn``) that differ
+only in their seed are grouped, up to ``lanes`` per group, and each group trains as one
+batched computation (:func:`rlbench.training.execute_lanes`); every run is still recorded on
+its own, with the results it would have alone. Other runs are groups of one.
+
 Workers are plain ``multiprocessing`` processes (spawned, so each imports torch and the
-plugins fresh) that pull run specs from a queue and report progress events back. A run
+plugins fresh) that pull groups from a queue and report progress events back. A run
 that fails is recorded as failed and the others go on; a worker that dies (killed, out of
-memory) has its run recorded as failed and is replaced. Ctrl-C stops every worker; runs that
+memory) has its runs recorded as failed and is replaced. Ctrl-C stops every worker; runs that
 completed stay complete, the rest are redone by the next ``rlbench run``.
 """
 
@@ -24,10 +29,13 @@ from rlbench import records
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.runspec import RunSpec
 from rlbench.suite import Suite
-from rlbench.training import RunOutcome, execute_run
+from rlbench.training import RunOutcome, execute_lanes, lane_key, supports_lanes
 
 EventHandler = Callable[[str, str, Mapping[str, Any]], None]
 MANIFEST = "suite.json"
+#: The most seeds trained together by default: 16 lanes of the CartPole DQN keep one core
+#: busy with matrix products, where one lane leaves it mostly waiting on Python.
+DEFAULT_LANES = 16
 
 
 @dataclass
@@ -45,6 +53,28 @@ class SuiteRunResult:
     @property
     def skipped(self) -> list[RunOutcome]:
         return [o for o in self.outcomes.values() if o.status == records.SKIPPED]
+
+
+def lane_groups(
+    runs: Sequence[RunSpec], catalogue: Catalogue, max_lanes: int = DEFAULT_LANES
+) -> list[list[RunSpec]]:
+    """``runs`` in the groups that train together: the runs of a lane agent that differ only
+    in their seed, in groups of at most ``max_lanes`` (seed order kept), and every other run
+    alone. Larger groups come first, so that the longest work starts first."""
+    groups: dict[str, list[list[RunSpec]]] = {}
+    order: list[list[RunSpec]] = []
+    for spec in runs:
+        if max_lanes > 1 and supports_lanes(spec, catalogue):
+            chunks = groups.setdefault(lane_key(spec), [])
+            if chunks and len(chunks[-1]) < max_lanes:
+                chunks[-1].append(spec)
+                continue
+            chunk = [spec]
+            chunks.append(chunk)
+            order.append(chunk)
+        else:
+            order.append([spec])
+    return sorted(order, key=len, reverse=True)
 
 
 def default_jobs(pending: int) -> int:
@@ -75,6 +105,7 @@ def run_suite(
     jobs: int = 1,
     threads: int | None = None,
     force: bool = False,
+    lanes: int = DEFAULT_LANES,
     autoload: bool | None = None,
     extra_plugins: Sequence[str] = (),
     on_event: EventHandler | None = None,
@@ -90,20 +121,23 @@ def run_suite(
         else:
             pending.append(spec)
     notify = on_event or (lambda *_: None)
+    groups = lane_groups(pending, catalogue, lanes)
+    jobs = min(jobs, len(groups)) if groups else 1
     threads = threads or default_threads(jobs)
 
     try:
-        if jobs <= 1 or len(pending) <= 1:
+        if jobs <= 1:
             previous = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
-                for spec in pending:
-                    result.outcomes[spec.run_id] = execute_run(spec, suite_dir, catalogue, notify)
+                for group in groups:
+                    for outcome in execute_lanes(group, suite_dir, catalogue, notify):
+                        result.outcomes[outcome.run_id] = outcome
             finally:
                 torch.set_num_threads(previous)
         else:
             _run_in_workers(
-                pending,
+                groups,
                 suite_dir,
                 result,
                 jobs=jobs,
@@ -137,14 +171,15 @@ def _worker_main(
         item = tasks.get()
         if item is None:
             return
-        spec = RunSpec.from_json(item)
-        events.put(("claim", spec.run_id, {"pid": os.getpid()}))
-        outcome = execute_run(spec, Path(suite_dir), catalogue, forward)
-        events.put(("done", spec.run_id, asdict(outcome)))
+        group = [RunSpec.from_json(data) for data in item]
+        ids = [spec.run_id for spec in group]
+        events.put(("claim", ids[0], {"pid": os.getpid(), "runs": ids}))
+        for outcome in execute_lanes(group, Path(suite_dir), catalogue, forward):
+            events.put(("done", outcome.run_id, asdict(outcome)))
 
 
 def _run_in_workers(
-    pending: Sequence[RunSpec],
+    groups: Sequence[Sequence[RunSpec]],
     suite_dir: Path,
     result: SuiteRunResult,
     *,
@@ -157,8 +192,8 @@ def _run_in_workers(
     ctx = mp.get_context("spawn")
     tasks = ctx.Queue()
     events = ctx.Queue()
-    for spec in pending:
-        tasks.put(spec.to_json())
+    for group in groups:
+        tasks.put([spec.to_json() for spec in group])
     args = (tasks, events, str(suite_dir), threads, autoload, tuple(extra_plugins))
 
     def start_worker() -> Any:
@@ -167,9 +202,10 @@ def _run_in_workers(
         process.start()
         return process
 
-    workers = [start_worker() for _ in range(min(jobs, len(pending)))]
-    claims: dict[int, str] = {}  # worker pid -> run id it is running
-    by_id = {spec.run_id: spec for spec in pending}
+    workers = [start_worker() for _ in range(min(jobs, len(groups)))]
+    claims: dict[int, list[str]] = {}  # worker pid -> the run ids it is running
+    by_id = {spec.run_id: spec for group in groups for spec in group}
+    pending = list(by_id.values())
     try:
         while len(result.outcomes) < len(pending):
             try:
@@ -180,10 +216,9 @@ def _run_in_workers(
                 )
                 continue
             if event == "claim":
-                claims[payload["pid"]] = run_id
+                claims[payload["pid"]] = list(payload["runs"])
             elif event == "done":
                 result.outcomes[run_id] = RunOutcome(**payload)
-                claims = {pid: rid for pid, rid in claims.items() if rid != run_id}
             else:
                 notify(event, run_id, payload)
     finally:
@@ -198,7 +233,7 @@ def _run_in_workers(
 
 def _replace_dead_workers(
     workers: list[Any],
-    claims: dict[int, str],
+    claims: dict[int, list[str]],
     by_id: dict[str, RunSpec],
     suite_dir: Path,
     result: SuiteRunResult,
@@ -210,8 +245,9 @@ def _replace_dead_workers(
         if process.is_alive() or process.exitcode == 0:
             alive.append(process)
             continue
-        run_id = claims.pop(process.pid, None)
-        if run_id is not None and run_id not in result.outcomes:
+        for run_id in claims.pop(process.pid, []):
+            if run_id in result.outcomes:
+                continue
             error = f"worker process died (exit code {process.exitcode}) during the run"
             records.RunDir(suite_dir, run_id).write_status(records.FAILED, error=error)
             result.outcomes[run_id] = RunOutcome(run_id, records.FAILED, error=error)
