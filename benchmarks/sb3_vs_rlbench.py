@@ -1,8 +1,8 @@
 """Training speed of rlbench's ``dqn`` against Stable-Baselines3's DQN, same settings.
 
     python benchmarks/sb3_vs_rlbench.py                      # seeds 0 1 2, 50k steps each
-    python benchmarks/sb3_vs_rlbench.py --steps 5000 --seeds 0
-    python benchmarks/sb3_vs_rlbench.py --frameworks rlbench
+    python benchmarks/sb3_vs_rlbench.py --steps 5000 --seeds 0 --lanes 4
+    python benchmarks/sb3_vs_rlbench.py --frameworks rlbench --lanes 0
 
 Both train RL Zoo's tuned CartPole-v1 DQN (rlbench ``dqn``'s defaults): lr 2.3e-3, batch 64,
 buffer 100k, learning starts 1000, gamma 0.99, target update every 10 steps, train every 256
@@ -11,6 +11,12 @@ gradient norm 10, an MLP 256-256. Each run uses one torch thread; the runs go on
 other in this process, alternating frameworks seed by seed so that background load hits both
 alike. rlbench trains through its public harness (``rlbench.training.execute_run`` on a run
 of a suite, exactly what ``rlbench run`` does); Stable-Baselines3 through ``DQN.learn``.
+
+Then, unless ``--lanes 0``, rlbench trains ``--lanes`` seeds (0, 1, ...) of the same
+configuration in one process as the lanes of one batched computation
+(:func:`rlbench.training.execute_lanes`, what ``rlbench run`` does with a suite's seeds),
+with ``--lane-threads`` torch threads, and prints their aggregate environment steps per
+second against one SB3 process's (the mean over its seeds above).
 
 Speed is environment steps per second of training: for rlbench the harness's own figure
 (evaluation time excluded), for SB3 the steps over the time of building the model and
@@ -46,7 +52,7 @@ from rlbench.evaluation import evaluate
 from rlbench.plugins import load_catalogue
 from rlbench.runspec import expand
 from rlbench.suite import load_suite
-from rlbench.training import execute_run, seed_streams
+from rlbench.training import execute_lanes, execute_run, seed_streams
 
 ENV_ID = "CartPole-v1"
 FRAMEWORKS = ("rlbench", "sb3")
@@ -111,24 +117,33 @@ class Result:
     return_std: float
 
 
-def run_rlbench(seed: int, steps: int, eval_episodes: int, workdir: Path) -> Result:
-    torch.set_num_threads(1)
+def rlbench_runs(seeds: list[int], steps: int, eval_episodes: int, workdir: Path) -> list:
     catalogue = load_catalogue(autoload=False)
-    suite_path = workdir / f"rlbench_seed{seed}.toml"
+    suite_path = workdir / f"rlbench_seeds{seeds[0]}-{seeds[-1]}.toml"
     suite_path.write_text(
         textwrap.dedent(
-            SUITE.format(seeds=[seed], env=ENV_ID, steps=steps, eval_episodes=eval_episodes, **ZOO)
+            SUITE.format(seeds=seeds, env=ENV_ID, steps=steps, eval_episodes=eval_episodes, **ZOO)
         )
     )
-    [spec] = expand(load_suite(suite_path, catalogue))
+    return catalogue, expand(load_suite(suite_path, catalogue))
+
+
+def final_score(workdir: Path, run_id: str) -> tuple[float, float]:
+    curve = workdir / "results" / "runs" / run_id / "evaluations.csv"
+    with curve.open(newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    return float(last["return_mean"]), float(last["return_std"])
+
+
+def run_rlbench(seed: int, steps: int, eval_episodes: int, workdir: Path) -> Result:
+    torch.set_num_threads(1)
+    catalogue, [spec] = rlbench_runs([seed], steps, eval_episodes, workdir)
     cpu = time.process_time()
     outcome = execute_run(spec, workdir / "results", catalogue)
     cpu = time.process_time() - cpu
     if outcome.status != "complete":
         raise RuntimeError(f"rlbench run {spec.run_id} {outcome.status}: {outcome.error}")
-    curve = workdir / "results" / "runs" / spec.run_id / "evaluations.csv"
-    with curve.open(newline="") as f:
-        last = list(csv.DictReader(f))[-1]
+    mean, std = final_score(workdir, spec.run_id)
     return Result(
         "rlbench",
         seed,
@@ -136,8 +151,42 @@ def run_rlbench(seed: int, steps: int, eval_episodes: int, workdir: Path) -> Res
         outcome.wall_time_s,
         outcome.steps_per_second or float("nan"),
         cpu,
-        float(last["return_mean"]),
-        float(last["return_std"]),
+        mean,
+        std,
+    )
+
+
+@dataclass
+class LanesResult:
+    lanes: int
+    threads: int
+    steps: int
+    wall_s: float
+    cpu_s: float
+    steps_per_second: float
+    """Aggregate: every lane's environment steps over the group's training time."""
+    returns: list[float]
+
+
+def run_rlbench_lanes(
+    lanes: int, threads: int, steps: int, eval_episodes: int, workdir: Path
+) -> LanesResult:
+    torch.set_num_threads(threads)
+    catalogue, specs = rlbench_runs(list(range(lanes)), steps, eval_episodes, workdir)
+    cpu = time.process_time()
+    outcomes = execute_lanes(specs, workdir / "results", catalogue)
+    cpu = time.process_time() - cpu
+    for o in outcomes:
+        if o.status != "complete":
+            raise RuntimeError(f"rlbench run {o.run_id} {o.status}: {o.error}")
+    return LanesResult(
+        lanes,
+        threads,
+        steps,
+        outcomes[0].wall_time_s,
+        cpu,
+        lanes * (outcomes[0].steps_per_second or float("nan")),
+        [final_score(workdir, s.run_id)[0] for s in specs],
     )
 
 
@@ -211,6 +260,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=50_000, help="environment steps per run")
     parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=16,
+        help="then train this many seeds (0, 1, ...) as lanes of one process (0: skip)",
+    )
+    parser.add_argument(
+        "--lane-threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="torch threads of the lanes' process; several values train the lanes once each",
+    )
     args = parser.parse_args(argv)
     if "sb3" in args.frameworks:
         try:
@@ -276,6 +338,36 @@ def main(argv: list[str] | None = None) -> None:
                 f"seed {s}: {x:.2f}" for s, x in zip(args.seeds, ratios, strict=True)
             )
             print(f"{label} ratio rlbench / sb3: {per_seed}; mean {statistics.mean(ratios):.2f}")
+
+    if args.lanes > 0 and "rlbench" in args.frameworks:
+        sb3 = [r for r in results if r.framework == "sb3"]
+        for threads in args.lane_threads:
+            print()
+            with tempfile.TemporaryDirectory(prefix="sb3_vs_rlbench_lanes_") as tmp:
+                lr = run_rlbench_lanes(
+                    args.lanes, threads, args.steps, args.eval_episodes, Path(tmp)
+                )
+            solved = sum(r >= 475 for r in lr.returns)
+            print(
+                f"rlbench lanes: {lr.lanes} seeds (0-{lr.lanes - 1}) in one process, "
+                f"{lr.threads} torch thread(s): wall {lr.wall_s:.1f} s, cpu {lr.cpu_s:.1f} s, "
+                f"aggregate {lr.steps_per_second:.0f} steps/s, "
+                f"{lr.lanes * lr.steps / lr.cpu_s:.0f} steps/cpu-s",
+                flush=True,
+            )
+            print(
+                f"rlbench lanes final returns: mean {statistics.mean(lr.returns):.1f}, "
+                f"{solved}/{lr.lanes} seeds >= 475; " + " ".join(f"{r:.0f}" for r in lr.returns)
+            )
+            if sb3:
+                one = statistics.mean(r.steps_per_second for r in sb3)
+                one_cpu = statistics.mean(r.steps / r.cpu_s for r in sb3)
+                print(
+                    f"aggregate steps/s ratio, {lr.lanes} rlbench lanes ({lr.threads} thread(s)) "
+                    f"/ one sb3 process (1 thread): {lr.steps_per_second / one:.2f} "
+                    f"(steps/cpu-s: {lr.lanes * lr.steps / lr.cpu_s / one_cpu:.2f})",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

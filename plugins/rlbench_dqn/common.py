@@ -434,16 +434,16 @@ def lane_td_loss(q_taken: torch.Tensor, target: torch.Tensor, loss: LossName) ->
 def lane_clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
     """``torch.nn.utils.clip_grad_norm_`` of each lane's own parameters: parameters are
     stacked ``[lanes, ...]``, and lane ``k``'s gradients are scaled by ``max_norm / (norm_k +
-    1e-6)`` (at most 1), ``norm_k`` the global norm of lane ``k``'s gradients alone (one
-    norm over all of them: the same up to rounding as torch's norm of per-tensor norms).
-    When no lane needs clipping the gradients are left alone (multiplying by 1 would not
-    change them)."""
+    1e-6)`` (at most 1), ``norm_k`` the global norm of lane ``k``'s gradients alone (the
+    norm of its per-tensor norms, as torch computes it). When no lane needs clipping the
+    gradients are left alone (multiplying by 1 would not change them)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
     lanes = grads[0].shape[0]
     with torch.no_grad():
-        total = torch.linalg.vector_norm(torch.cat([g.reshape(lanes, -1) for g in grads], 1), dim=1)
+        norms = [torch.linalg.vector_norm(g.reshape(lanes, -1), dim=1) for g in grads]
+        total = torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
         coef = (total + 1e-6).reciprocal_().mul_(float(max_norm)).clamp_(max=1.0)
         if coef.device.type == "cpu" and bool((coef == 1.0).all()):
             return

@@ -38,7 +38,7 @@ def make_agent(**config) -> DoubleDQN:
 
 def set_q_values(net: torch.nn.Module, values: list[float]) -> None:
     """Make a linear Q-network output ``values`` for every observation. ``dqn`` stacks its
-    lanes' networks (``rlbench.lanes``): weights ``[lanes, in, out]``, biases
+    lanes' networks (``rlbench.lanes``): one weight matrix per lane, biases
     ``[lanes, 1, out]``."""
     with torch.no_grad():
         net.weights[0].zero_()
