@@ -9,7 +9,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlbench_dqn.common import ReplayBuffer, epsilon_greedy, linear_schedule, td_targets
+from rlbench_dqn.common import (
+    LaneReplayBuffer,
+    lane_epsilon_greedy,
+    linear_schedule,
+    td_targets,
+)
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench import AgentContext, LaneAgent, Transition
@@ -42,6 +47,11 @@ def transition(obs, action, reward, next_obs, terminated, truncated) -> Transiti
     )
 
 
+def lanes(t: Transition) -> Transition:
+    """``t`` as the one lane of a lane agent (every field ``[1, ...]``)."""
+    return Transition(**{f.name: getattr(t, f.name)[None] for f in fields(t)})
+
+
 def test_targets_bootstrap_through_truncation_not_termination():
     reward = torch.tensor([1.0, 1.0, 1.0])
     next_q = torch.tensor([10.0, 10.0, 10.0])
@@ -51,11 +61,11 @@ def test_targets_bootstrap_through_truncation_not_termination():
 
 
 def test_greedy_exploration_leaves_the_random_stream_untouched():
-    rng = np.random.default_rng(0)
-    q = torch.tensor([[0.0, 1.0], [2.0, 1.0]])
-    assert epsilon_greedy(q, 0.0, rng).tolist() == [1, 0]
-    assert rng.random() == np.random.default_rng(0).random()
-    actions = torch.stack([epsilon_greedy(q, 1.0, rng) for _ in range(200)])
+    rngs = (np.random.default_rng(0),)
+    q = torch.tensor([[[0.0, 1.0], [2.0, 1.0]]])  # one lane, two environments
+    assert lane_epsilon_greedy(q, 0.0, rngs).tolist() == [[1, 0]]
+    assert rngs[0].random() == np.random.default_rng(0).random()
+    actions = torch.stack([lane_epsilon_greedy(q, 1.0, rngs) for _ in range(200)])
     assert set(actions.flatten().tolist()) == {0, 1}
 
 
@@ -66,14 +76,14 @@ def test_linear_schedule():
 
 
 def test_replay_buffer_wraps_around_and_samples_what_was_stored():
-    buffer = ReplayBuffer(4, 1, torch.device("cpu"), np.random.default_rng(0))
+    buffer = LaneReplayBuffer(4, 1, torch.device("cpu"), (np.random.default_rng(0),))
     for i in range(6):
-        buffer.add(transition([[i]], [i % 2], [float(i)], [[i + 1]], [False], [False]))
+        buffer.add(lanes(transition([[i]], [i % 2], [float(i)], [[i + 1]], [False], [False])))
     assert len(buffer) == 4
-    assert sorted(buffer.reward.tolist()) == [2.0, 3.0, 4.0, 5.0]
+    assert sorted(buffer.reward[0].tolist()) == [2.0, 3.0, 4.0, 5.0]
     obs, _, reward, next_obs, _ = buffer.sample(4, replace=False)
-    assert sorted(reward.tolist()) == [2.0, 3.0, 4.0, 5.0]
-    assert torch.equal(next_obs.squeeze(1), obs.squeeze(1) + 1)
+    assert sorted(reward[0].tolist()) == [2.0, 3.0, 4.0, 5.0]
+    assert torch.equal(next_obs.squeeze(2), obs.squeeze(2) + 1)
 
 
 @pytest.mark.parametrize("name", AGENTS)
@@ -89,10 +99,12 @@ def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue
     )
     agent = spec.agent(config, make_context(env))
     # dqn trains seeds as lanes (rlbench.LaneAgent): its tensors carry a lane dimension first.
-    lanes = isinstance(agent, LaneAgent)
+    is_lane_agent = isinstance(agent, LaneAgent)
 
     def act(obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
-        return agent.act(obs[None], greedy=greedy)[0] if lanes else agent.act(obs, greedy=greedy)
+        if is_lane_agent:
+            return agent.act(obs[None], greedy=greedy)[0]
+        return agent.act(obs, greedy=greedy)
 
     obs, _ = env.reset(seed=0)
     before = {k: v.clone() for k, v in agent.q.state_dict().items()}
@@ -102,11 +114,11 @@ def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue
         assert action.shape == (1,)
         next_obs, reward, term, trunc, _ = env.step(action.item())
         t = transition([obs], action, [reward], [next_obs], [term], [trunc])
-        if lanes:
-            t = Transition(**{f.name: getattr(t, f.name)[None] for f in fields(t)})
+        if is_lane_agent:
+            t = lanes(t)
         metrics = agent.observe(t)
         if "loss" in metrics:
-            losses.append(metrics["loss"][0] if lanes else metrics["loss"])
+            losses.append(metrics["loss"][0] if is_lane_agent else metrics["loss"])
         obs = env.reset()[0] if term or trunc else next_obs
     assert losses and all(np.isfinite(losses))
     after = agent.q.state_dict()
@@ -119,7 +131,10 @@ def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue
     fresh = spec.agent(config, make_context(env, seed=1))
     fresh.load_state_dict(state)
     probe = torch.randn(5, 4)
-    fresh_act = fresh.act(probe[None], greedy=True)[0] if lanes else fresh.act(probe, greedy=True)
+    if is_lane_agent:
+        fresh_act = fresh.act(probe[None], greedy=True)[0]
+    else:
+        fresh_act = fresh.act(probe, greedy=True)
     assert torch.equal(fresh_act, act(probe, greedy=True))
 
 
@@ -138,15 +153,15 @@ def test_replay_dqn_decays_epsilon_per_episode(catalogue):
     t = transition(
         [[0.0] * 4] * 2, [0, 1], [1.0, 1.0], [[0.0] * 4] * 2, [True, False], [False, True]
     )
-    agent.observe(t)
-    assert agent.epsilon == pytest.approx(0.1 * 0.995**2)
+    agent.observe(lanes(t))
+    assert agent.epsilons == [pytest.approx(0.1 * 0.995**2)]
 
 
 def test_target_network_syncs_on_its_interval(catalogue):
     env = gym.make("CartPole-v1")
     spec = catalogue.agent("target_dqn")
     agent = spec.agent(spec.config_model(target_update_interval=3), make_context(env))
-    t = transition([[0.1] * 4], [0], [1.0], [[0.2] * 4], [False], [False])
+    t = lanes(transition([[0.1] * 4], [0], [1.0], [[0.2] * 4], [False], [False]))
     agent.observe(t)
     agent.observe(t)
     online, target = agent.q.state_dict(), agent.q_target.state_dict()

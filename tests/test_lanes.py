@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import rlbench_cmd
-from rlbench_dqn.common import epsilon_greedy, lane_epsilon_greedy
+from rlbench_dqn.common import lane_epsilon_greedy
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench.executor import lane_groups
@@ -112,8 +112,8 @@ def test_lane_k_of_a_group_is_the_separate_run_of_seed_k(tmp_path, catalogue, nu
 
 
 def test_rlbench_run_groups_lanes_transparently(tmp_path):
-    """``rlbench run`` trains dqn's seeds as one group by default; ``--lanes 1`` trains them
-    one by one; the results and the summary table are the same."""
+    """``rlbench run`` trains each agent's seeds as one group by default; ``--lanes 1``
+    trains them one by one; the results and the summary table are the same."""
     suite = write(tmp_path)
     for lanes in ("1", "16"):
         proc = rlbench_cmd(
@@ -123,51 +123,96 @@ def test_rlbench_run_groups_lanes_transparently(tmp_path):
         assert proc.returncode == 0, proc.stderr
     runs_1 = tmp_path / "1" / "lanes" / "runs"
     runs_16 = tmp_path / "16" / "lanes" / "runs"
+    assert len(list(runs_1.iterdir())) == 6
     for run_dir in sorted(runs_1.iterdir()):
         one, grouped = run_files(run_dir), run_files(runs_16 / run_dir.name)
         for key in ("evaluations.csv", "episodes.csv", "metrics.csv"):
             assert one[key] == grouped[key], (run_dir.name, key)
         assert_same_state(one["weights"], grouped["weights"])
-        lanes = json.loads((runs_16 / run_dir.name / "status.json").read_text())["lanes"]
-        assert lanes == (3 if run_dir.name.startswith("dqn") else 1)
+        assert json.loads((run_dir / "status.json").read_text())["lanes"] == 1
+        assert json.loads((runs_16 / run_dir.name / "status.json").read_text())["lanes"] == 3
     summary_1 = (tmp_path / "1" / "lanes" / "summary.csv").read_text()
     assert summary_1 == (tmp_path / "16" / "lanes" / "summary.csv").read_text()
 
 
-def test_lane_groups_join_only_runs_that_differ_in_their_seed(tmp_path, catalogue):
-    suite = load_suite(write(tmp_path), catalogue)
-    runs = expand(suite)
-    groups = lane_groups(runs, catalogue, max_lanes=2)
+PLAIN_AGENT = '''
+    import torch
+    from rlbench import Agent, AgentSpec, hookimpl
+
+    class Plain(Agent):
+        """A plain agent (not a LaneAgent): always action 0."""
+
+        def act(self, obs, *, greedy=False):
+            return torch.zeros(obs.shape[0], dtype=torch.long)
+
+        def observe(self, t):
+            return {}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    @hookimpl
+    def rlbench_register_agents():
+        return [AgentSpec("plain", Plain)]
+'''
+
+
+@pytest.fixture
+def with_plain(tmp_path, monkeypatch):
+    (tmp_path / "plain_agent_plugin.py").write_text(textwrap.dedent(PLAIN_AGENT))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield load_catalogue(autoload=False, extra_plugins=["plain_agent_plugin"])
+    sys.modules.pop("plain_agent_plugin", None)
+
+
+def plain_suite(tmp_path: Path) -> Path:
+    path = write(tmp_path)
+    path.write_text(path.read_text() + '\n[[agents]]\nname = "plain"\n')
+    return path
+
+
+def test_lane_groups_join_only_runs_that_differ_in_their_seed(tmp_path, with_plain):
+    runs = expand(load_suite(plain_suite(tmp_path), with_plain))
+    groups = lane_groups(runs, with_plain, max_lanes=2)
     shapes = [[(s.agent, s.seed) for s in g] for g in groups]
-    # dqn trains in lanes (at most 2 here); naive_dqn is a plain agent: one run per group.
+    # The DQNs train in lanes (at most 2 here); "plain" is a plain Agent: one run per group.
     assert shapes == [
         [("dqn", 0), ("dqn", 1)],
+        [("naive_dqn", 0), ("naive_dqn", 1)],
         [("dqn", 2)],
-        [("naive_dqn", 0)],
-        [("naive_dqn", 1)],
         [("naive_dqn", 2)],
+        [("plain", 0)],
+        [("plain", 1)],
+        [("plain", 2)],
     ]
-    assert [len(g) for g in lane_groups(runs, catalogue, max_lanes=1)] == [1] * 6
+    assert [len(g) for g in lane_groups(runs, with_plain, max_lanes=1)] == [1] * 9
 
 
-def test_execute_lanes_refuses_runs_that_differ_in_more_than_the_seed(tmp_path, catalogue):
-    runs = expand(load_suite(write(tmp_path), catalogue))
-    dqn, naive = runs[0], runs[3]
+def test_execute_lanes_refuses_runs_that_differ_in_more_than_the_seed(tmp_path, with_plain):
+    runs = expand(load_suite(plain_suite(tmp_path), with_plain))
+    dqn, naive, plain = runs[0:3], runs[3:6], runs[6:9]
     with pytest.raises(ValueError, match="differ only in their seed"):
-        execute_lanes([dqn, naive], tmp_path / "out", catalogue)
+        execute_lanes([dqn[0], naive[0]], tmp_path / "out", with_plain)
     with pytest.raises(ValueError, match="does not train in lanes"):
-        execute_lanes(runs[3:5], tmp_path / "out", catalogue)
+        execute_lanes(plain[:2], tmp_path / "out", with_plain)
+    # A plain agent's single run goes through the same loop, as one lane.
+    [outcome] = execute_lanes(plain[:1], tmp_path / "out", with_plain)
+    assert outcome.status == "complete"
 
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_each_lane_explores_with_its_own_stream(n):
     q = torch.randn(4, n, 3, generator=torch.Generator().manual_seed(0))
     lane_rngs = tuple(np.random.default_rng(k) for k in range(4))
-    single_rngs = [np.random.default_rng(k) for k in range(4)]
+    single_rngs = [(np.random.default_rng(k),) for k in range(4)]
     for _ in range(50):
         together = lane_epsilon_greedy(q, 0.5, lane_rngs)
         for k in range(4):
-            assert torch.equal(together[k], epsilon_greedy(q[k], 0.5, single_rngs[k]))
+            alone = lane_epsilon_greedy(q[k : k + 1], 0.5, single_rngs[k])  # a one-lane agent
+            assert torch.equal(together[k], alone[0])
 
 
 class TwoHeads(torch.nn.Module):

@@ -1,6 +1,6 @@
 """The fast paths of the harness and the DQN family against the plain code they replace.
 
-Each shortcut (fused Adam without its wrapper, gradient clipping without grouping, scalar
+Each shortcut (fused Adam without its wrapper, gradient clipping of stacked lanes, scalar
 exploration draws for one environment, replay writes through numpy, a training phase's
 minibatches drawn at once with their targets computed together, the harness's shared
 observation tensors) claims to compute exactly what the plain version does; these tests
@@ -20,9 +20,9 @@ import pytest
 import torch
 from rlbench_dqn.common import (
     FusedAdam,
-    ReplayBuffer,
-    clip_grad_norm,
-    epsilon_greedy,
+    LaneReplayBuffer,
+    lane_clip_grad_norm,
+    lane_epsilon_greedy,
 )
 from rlbench_dqn.dqn import DQN, DQNConfig
 from rlbench_mlp import MLPConfig, build_mlp
@@ -73,34 +73,45 @@ def test_fused_step_falls_back_to_step_with_hooks():
 
 @pytest.mark.parametrize("scale", [1e-6, 1e-2, 1.0, 30.0, 1e4])
 @pytest.mark.parametrize("max_norm", [0.5, 10.0])
-def test_clip_grad_norm_matches_torch_bit_for_bit(scale, max_norm):
+def test_lane_clip_grad_norm_is_torchs_clip_of_each_lane(scale, max_norm):
     gen = torch.Generator().manual_seed(int(scale * 1000) % 997)
-    for _ in range(20):
-        a, b = mlp(hidden=(64, 64)), mlp(hidden=(64, 64))
-        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-            g = torch.randn(pa.shape, generator=gen) * scale
-            pa.grad, pb.grad = g.clone(), g.clone()
-        torch.nn.utils.clip_grad_norm_(a.parameters(), max_norm)
-        clip_grad_norm(list(b.parameters()), max_norm)
-        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-            assert torch.equal(pa.grad, pb.grad)
+    for _ in range(10):
+        nets = [mlp(hidden=(64, 64)) for _ in range(3)]
+        for net in nets:
+            for p in net.parameters():
+                p.grad = torch.randn(p.shape, generator=gen) * scale * (1 + len(nets))
+        columns = list(zip(*(net.parameters() for net in nets), strict=True))
+        stacked = [torch.nn.Parameter(torch.stack([p.detach() for p in ps])) for ps in columns]
+        for sp, ps in zip(stacked, columns, strict=True):
+            sp.grad = torch.stack([p.grad for p in ps])
+        for net in nets:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm)
+        lane_clip_grad_norm(stacked, max_norm)
+        for k, net in enumerate(nets):
+            for sp, p in zip(stacked, net.parameters(), strict=True):
+                torch.testing.assert_close(sp.grad[k], p.grad, rtol=2e-6, atol=0)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_clip_grad_norm_matches_torch_on_non_finite_gradients(bad):
-    grads = [torch.tensor([1.0, bad, 2.0]), torch.tensor([3.0, 4.0])]
-    a = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-    b = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-    for pa, pb, g in zip(a, b, grads, strict=True):
-        pa.grad, pb.grad = g.clone(), g.clone()
-    torch.nn.utils.clip_grad_norm_(a, 10.0)
-    clip_grad_norm(b, 10.0)
-    for pa, pb in zip(a, b, strict=True):
-        torch.testing.assert_close(pa.grad, pb.grad, equal_nan=True, rtol=0, atol=0)
+def test_lane_clip_grad_norm_on_non_finite_gradients_touches_that_lane_only(bad):
+    grads = [torch.tensor([[1.0, bad, 2.0], [1.0, 2.0, 2.0]]), torch.tensor([[3.0, 4.0]] * 2)]
+    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    lane_clip_grad_norm(params, 1.0)
+    reference = [torch.nn.Parameter(torch.zeros_like(g[0])) for g in grads]
+    for p, g in zip(reference, grads, strict=True):
+        p.grad = g[0].clone()
+    torch.nn.utils.clip_grad_norm_(reference, 1.0)
+    for p, r in zip(params, reference, strict=True):
+        torch.testing.assert_close(p.grad[0], r.grad, equal_nan=True, rtol=0, atol=0)
+    # Lane 1 is finite: clipped to norm 1 on its own.
+    lane1 = torch.cat([p.grad[1].flatten() for p in params])
+    assert torch.linalg.vector_norm(lane1).item() == pytest.approx(1.0, rel=1e-5)
 
 
 def reference_epsilon_greedy(q_values, epsilon, rng):
-    """The general (array) path, as it was before the one-environment shortcut."""
+    """One lane, one environment or several, through the general (array) draws."""
     actions = q_values.argmax(dim=-1)
     if epsilon > 0.0:
         n, num_actions = q_values.shape
@@ -113,44 +124,49 @@ def reference_epsilon_greedy(q_values, epsilon, rng):
 
 @pytest.mark.parametrize("n", [1, 3])
 def test_epsilon_greedy_draws_what_the_general_path_draws(n):
-    fast, reference = np.random.default_rng(5), np.random.default_rng(5)
+    lanes = 4
+    fast = tuple(np.random.default_rng(5 + k) for k in range(lanes))
+    reference = [np.random.default_rng(5 + k) for k in range(lanes)]
     gen = torch.Generator().manual_seed(0)
-    for i in range(400):
-        q = torch.randn(n, 3, generator=gen)
-        epsilon = [0.0, 0.3, 1.0][i % 3]
-        assert torch.equal(
-            epsilon_greedy(q, epsilon, fast), reference_epsilon_greedy(q, epsilon, reference)
-        )
-    assert fast.random() == reference.random()
+    for i in range(200):
+        q = torch.randn(lanes, n, 3, generator=gen)
+        epsilons = [[0.0, 0.3, 1.0][(i + k) % 3] for k in range(lanes)]
+        together = lane_epsilon_greedy(q, epsilons, fast)
+        for k in range(lanes):
+            expected = reference_epsilon_greedy(q[k], epsilons[k], reference[k])
+            assert torch.equal(together[k], expected)
+    for k in range(lanes):
+        assert fast[k].random() == reference[k].random()
 
 
 def test_replay_writes_through_numpy_equal_tensor_writes():
-    fast = ReplayBuffer(7, 2, torch.device("cpu"), np.random.default_rng(0))
-    plain = ReplayBuffer(7, 2, torch.device("cpu"), np.random.default_rng(0))
+    rngs = (np.random.default_rng(0), np.random.default_rng(1))
+    fast = LaneReplayBuffer(7, 2, torch.device("cpu"), rngs)
+    plain = LaneReplayBuffer(7, 2, torch.device("cpu"), rngs)
     plain._np = None  # the tensor path (the one other devices take)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(6):  # 3 environments: wraps around a 7-slot buffer twice
+    for _ in range(6):  # 2 lanes of 3 environments: wraps around a 7-slot buffer twice
         t = Transition(
-            obs=torch.randn(3, 2, generator=gen),
-            action=torch.randint(4, (3,), generator=gen),
-            reward=torch.randn(3, generator=gen),
-            next_obs=torch.randn(3, 2, generator=gen),
-            terminated=torch.rand(3, generator=gen) < 0.5,
-            truncated=torch.zeros(3, dtype=torch.bool),
+            obs=torch.randn(2, 3, 2, generator=gen),
+            action=torch.randint(4, (2, 3), generator=gen),
+            reward=torch.randn(2, 3, generator=gen),
+            next_obs=torch.randn(2, 3, 2, generator=gen),
+            terminated=torch.rand(2, 3, generator=gen) < 0.5,
+            truncated=torch.zeros(2, 3, dtype=torch.bool),
         )
         fast.add(t)
         plain.add(t)
-        for name in ReplayBuffer.FIELDS:
+        for name in LaneReplayBuffer.FIELDS:
             assert torch.equal(getattr(fast, name), getattr(plain, name))
         assert (fast.position, fast.size) == (plain.position, plain.size)
 
 
 def test_sampling_a_phase_at_once_draws_the_per_step_indices():
-    buffer = ReplayBuffer(1000, 1, torch.device("cpu"), np.random.default_rng(3))
+    buffer = LaneReplayBuffer(1000, 1, torch.device("cpu"), (np.random.default_rng(3),) * 1)
     buffer.size = 777
     at_once = buffer.sample_indices(64 * 5)
-    buffer.rng = np.random.default_rng(3)
-    per_step = torch.cat([buffer.sample_indices(64) for _ in range(5)])
+    buffer.rngs = (np.random.default_rng(3),)
+    per_step = torch.cat([buffer.sample_indices(64) for _ in range(5)], dim=1)
     assert torch.equal(at_once, per_step)
 
 

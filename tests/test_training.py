@@ -103,7 +103,7 @@ BAD_AGENTS = """
         def observe(self, t):
             metrics = dict(super().observe(t))
             if self.steps >= 30:
-                metrics["loss"] = math.nan
+                metrics["loss"] = [math.nan] * self.context.lanes
             return metrics
 
     @hookimpl

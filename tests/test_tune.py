@@ -282,7 +282,7 @@ DIVERGING = """
         def observe(self, t):
             metrics = dict(super().observe(t))
             if self.steps >= 30 and self.cfg.learning_rate > 0.1:
-                metrics["loss"] = math.nan
+                metrics["loss"] = [math.nan] * self.context.lanes
             return metrics
 
     @hookimpl

@@ -3,32 +3,26 @@
 The reference the blog-post variants are measured against. Defaults are RL Zoo's tuned
 CartPole-v1 settings for Stable-Baselines3's DQN, which solve CartPole in 50k steps.
 
-It is a :class:`~rlbench.LaneAgent`: it trains several seeds at once as one batched
-computation (stacked networks, one replay buffer and random stream per lane), and a single
-run is one lane. Every tensor below carries the lane dimension first.
+Like every built-in DQN it trains several seeds at once as lanes of one batched computation
+(stacked networks, one replay buffer and random stream per lane; ``rlbench_dqn.common``),
+and a single run is one lane. Every tensor below carries the lane dimension first.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
-from rlbench import AgentConfig, AgentContext, LaneAgent, Transition
-from rlbench.lanes import stack_networks
+from rlbench import AgentConfig, AgentContext, Transition
 from rlbench_dqn.common import (
     LaneReplayBuffer,
     LossName,
-    adam,
-    discrete_actions,
+    QAgent,
     flat_size,
-    lane_clip_grad_norm,
-    lane_epsilon_greedy,
     lane_td_loss,
-    linear_schedule,
     td_targets,
 )
 
@@ -69,7 +63,7 @@ class DQNConfig(AgentConfig):
     """Gradients are clipped to this global norm."""
 
 
-class DQN(LaneAgent):
+class DQN(QAgent):
     """DQN with experience replay, a target network and linearly decaying epsilon-greedy.
 
     Every ``train_frequency`` environment steps (after ``learning_starts``) it takes
@@ -85,54 +79,23 @@ class DQN(LaneAgent):
     name: ClassVar[str] = "dqn"
 
     def __init__(self, config: DQNConfig, context: AgentContext) -> None:
-        super().__init__(config, context)
+        super().__init__(config, context, target_network=True)
         self.cfg = config
-        self.num_actions = discrete_actions(self.name, context.action_space)
-        obs_size = flat_size(context.observation_space)
-        assert context.make_lane_networks is not None
-        self.q = stack_networks(context.make_lane_networks(obs_size, self.num_actions))
-        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = adam(self.q.parameters(), config.learning_rate)
-        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        # (target tensor, online tensor) for every parameter and buffer: a sync copies each.
-        self.sync_pairs = list(
-            zip(self.q_target.state_dict().values(), self.q.state_dict().values(), strict=True)
-        )
         self.buffer = LaneReplayBuffer(
-            config.buffer_size, obs_size, context.device, context.lane_rngs
-        )
-        self.steps = 0
-
-    @property
-    def epsilon(self) -> float:
-        c = self.cfg
-        decay_steps = int(c.exploration_fraction * self.context.total_steps)
-        return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, decay_steps)
-
-    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
-        with torch.no_grad():
-            q_values = self.q(obs.flatten(2))
-        epsilon = 0.0 if greedy else self.epsilon
-        return lane_epsilon_greedy(q_values, epsilon, self.context.lane_rngs)
+            config.buffer_size, flat_size(context.observation_space), context.device,
+            context.lane_rngs,
+        )  # fmt: skip
 
     def observe(self, t: Transition) -> Mapping[str, Any]:
         c = self.cfg
         self.buffer.add(t)
         before = self.steps
-        self.steps += t.obs.shape[1]
-        if self.steps // c.target_update_interval > before // c.target_update_interval:
-            self.sync_target()
+        self.count_steps(t, sync_every=c.target_update_interval)
         if self.steps <= c.learning_starts or (
             self.steps // c.train_frequency == before // c.train_frequency
         ):
             return {}
         return self.train_phase()
-
-    def sync_target(self) -> None:
-        """Copy the online network's parameters and buffers into the target network."""
-        with torch.no_grad():
-            for target, online in self.sync_pairs:
-                target.copy_(online)
 
     def train_phase(self) -> Mapping[str, Any]:
         """``gradient_steps`` minibatch steps on uniformly sampled replay.
@@ -178,19 +141,9 @@ class DQN(LaneAgent):
                     with torch.no_grad():
                         target = self.targets(reward[j], next_obs[j], terminated[j])
                 loss = lane_td_loss(q_taken, target, c.loss)
-                self.gradient_step(loss)
+                self.gradient_step(loss, c.max_grad_norm)
                 total += loss.detach()
-        return {"loss": (total / c.gradient_steps).tolist(), "epsilon": [self.epsilon] * lanes}
-
-    def gradient_step(self, loss: torch.Tensor) -> None:
-        """One optimizer step of every lane on its own loss (``loss`` is ``[lanes]``): what
-        ``zero_grad(set_to_none=True)``, ``backward``, ``clip_grad_norm_`` and ``step`` do,
-        per lane, with less Python around them."""
-        for p in self.params:
-            p.grad = None
-        loss.backward(torch.ones_like(loss))  # the gradient of loss.sum(), one node fewer
-        lane_clip_grad_norm(self.params, self.cfg.max_grad_norm)
-        self.optimizer.fused_step()
+        return self.metrics(total / c.gradient_steps)
 
     def fixed_targets(
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
@@ -222,39 +175,8 @@ class DQN(LaneAgent):
         next_q_max = self.q_target(next_obs).max(dim=-1).values
         return td_targets(reward, next_q_max, terminated, self.cfg.gamma)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Every lane's state, stacked (parameters and optimizer moments ``[lanes, ...]``)."""
-        return {
-            "q_network": self.q.state_dict(),
-            "target_network": self.q_target.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "steps": self.steps,
-            "epsilon": float(self.epsilon),
-        }
-
-    def lane_state_dict(self, lane: int) -> dict[str, Any]:
-        """Lane ``lane``'s state as a one-lane agent's :meth:`state_dict` (every stacked
-        tensor cut to ``[1, ...]``, copied so that saving it does not save the others)."""
-        return _lane_slice(self.state_dict(), lane)
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.q.load_state_dict(state["q_network"])
-        self.q_target.load_state_dict(state["target_network"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.steps = int(state["steps"])
-
 
 def minibatches(x: torch.Tensor, steps: int) -> torch.Tensor:
     """``[lanes, steps * batch, ...]`` as ``[steps, lanes, batch, ...]``, contiguous."""
     lanes, rows = x.shape[:2]
     return x.reshape(lanes, steps, rows // steps, *x.shape[2:]).transpose(0, 1).contiguous()
-
-
-def _lane_slice(value: Any, lane: int) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value[lane : lane + 1].clone() if value.dim() > 0 else value.clone()
-    if isinstance(value, dict):
-        return {k: _lane_slice(v, lane) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_lane_slice(v, lane) for v in value]
-    return value

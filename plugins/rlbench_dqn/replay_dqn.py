@@ -6,14 +6,21 @@ post).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
 from rlbench import AgentConfig, AgentContext, Transition
-from rlbench_dqn.common import LossName, QAgent, ReplayBuffer, flat_size, td_loss, td_targets
+from rlbench_dqn.common import (
+    LaneReplayBuffer,
+    LossName,
+    QAgent,
+    flat_size,
+    lane_td_loss,
+    td_targets,
+)
 
 
 class ReplayDQNConfig(AgentConfig):
@@ -58,36 +65,40 @@ class ReplayDQN(QAgent):
     default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [64]}
 
     name: ClassVar[str] = "replay_dqn"
-    epsilon: float = 0.0  # decays per episode, set in observe() (shadows QAgent's schedule)
 
     def __init__(self, config: ReplayDQNConfig, context: AgentContext) -> None:
         super().__init__(config, context, target_network=False)
         self.cfg = config
-        self.buffer = ReplayBuffer(
-            config.buffer_size, flat_size(context.observation_space), context.device, context.rng
-        )
-        self.epsilon = config.epsilon_start
+        self.buffer = LaneReplayBuffer(
+            config.buffer_size, flat_size(context.observation_space), context.device,
+            context.lane_rngs,
+        )  # fmt: skip
+        # Per lane: each lane's episodes end at their own steps.
+        self.epsilons = [config.epsilon_start] * context.lanes
 
-    def observe(self, t: Transition) -> Mapping[str, float]:
+    def exploration(self) -> Sequence[float]:
+        return self.epsilons
+
+    def observe(self, t: Transition) -> Mapping[str, Any]:
+        c = self.cfg
         self.buffer.add(t)
         self.count_steps(t)
         # Per-episode decay, once for every environment whose episode ended this step.
-        for _ in range(int(t.done.sum())):
-            self.epsilon = max(self.cfg.epsilon_min, self.epsilon * self.cfg.epsilon_decay)
-        if len(self.buffer) <= self.cfg.batch_size:
-            return {"epsilon": self.epsilon}
+        for k, ended in enumerate(t.done.sum(dim=1).tolist()):
+            for _ in range(int(ended)):
+                self.epsilons[k] = max(c.epsilon_min, self.epsilons[k] * c.epsilon_decay)
+        if len(self.buffer) <= c.batch_size:
+            return {"epsilon": list(self.epsilons)}
 
-        obs, action, reward, next_obs, terminated = self.buffer.sample(
-            self.cfg.batch_size, replace=False
-        )
-        q_taken = self.q(obs).gather(1, action.unsqueeze(1)).squeeze(1)
+        obs, action, reward, next_obs, terminated = self.buffer.sample(c.batch_size, replace=False)
+        q_taken = self.q_taken(obs, action)
         with torch.no_grad():
-            next_q_max = self.q(next_obs).max(dim=1).values
-            target = td_targets(reward, next_q_max, terminated, self.cfg.gamma)
-        loss = td_loss(q_taken, target, self.cfg.loss)
+            next_q_max = self.q(next_obs).max(dim=-1).values
+            target = td_targets(reward, next_q_max, terminated, c.gamma)
+        loss = lane_td_loss(q_taken, target, c.loss)
         self.gradient_step(loss)
-        return {"loss": loss.item(), "epsilon": self.epsilon}
+        return self.metrics(loss)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
-        self.epsilon = float(state["epsilon"])
+        self.epsilons = [float(e) for e in state["epsilon"]]

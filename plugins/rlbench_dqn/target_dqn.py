@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 
 from rlbench import AgentConfig, AgentContext, Transition
-from rlbench_dqn.common import LossName, QAgent, td_loss, td_targets
+from rlbench_dqn.common import LossName, QAgent, lane_td_loss, td_targets
 
 
 class TargetDQNConfig(AgentConfig):
@@ -65,12 +65,13 @@ class TargetDQN(QAgent):
         super().__init__(config, context, target_network=True)
         self.cfg = config
 
-    def observe(self, t: Transition) -> Mapping[str, float]:
-        q_taken = self.q(t.obs.flatten(1)).gather(1, t.action.long().unsqueeze(1)).squeeze(1)
+    def observe(self, t: Transition) -> Mapping[str, Any]:
+        q_taken = self.q_taken(t.obs, t.action)
         with torch.no_grad():
-            next_q_max = self.q_target(t.next_obs.flatten(1)).max(dim=1).values
+            assert self.q_target is not None
+            next_q_max = self.q_target(t.next_obs.flatten(2)).max(dim=-1).values
             target = td_targets(t.reward, next_q_max, t.terminated, self.cfg.gamma)
-        loss = td_loss(q_taken, target, self.cfg.loss)
+        loss = lane_td_loss(q_taken, target, self.cfg.loss)
         self.gradient_step(loss)
         self.count_steps(t, sync_every=self.cfg.target_update_interval)
-        return {"loss": loss.item(), "epsilon": self.epsilon}
+        return self.metrics(loss)
