@@ -99,8 +99,8 @@ def cli(ctx: click.Context, no_plugin_autoload: bool, plugins: tuple[str, ...]) 
     default=DEFAULT_LANES,
     show_default=True,
     help="Seeds of one configuration trained together as one batched computation, for "
-    "agents that support it (dqn); each run's results are what it gives alone. 1: every run "
-    "on its own.",
+    "agents that support it (the built-in DQNs); each run's results are what it gives alone. "
+    "1: every run on its own.",
 )
 @click.option("--force", is_flag=True, help="Redo runs that already completed.")
 @click.option(

@@ -1,7 +1,7 @@
 """Running a suite's runs: in this process, or in N worker processes.
 
-Runs of an agent that trains in lanes (:class:`rlbench.LaneAgent`, e.g. ``dqn``) that differ
-only in their seed are grouped, up to ``lanes`` per group, and each group trains as one
+Runs of an agent that trains in lanes (:class:`rlbench.LaneAgent`, e.g. the built-in DQNs)
+that differ only in their seed are grouped, up to ``lanes`` per group, and each group trains as one
 batched computation (:func:`rlbench.training.execute_lanes`); every run is still recorded on
 its own, with the results it would have alone. Other runs are groups of one.
 
