@@ -13,7 +13,7 @@ from rich.table import Table
 
 from rlbench import __version__, records
 from rlbench.errors import RlbenchError
-from rlbench.executor import DEFAULT_LANES, default_jobs, run_suite
+from rlbench.executor import DEFAULT_LANES, default_jobs, lane_groups, run_suite
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.progress import SuiteProgress
 from rlbench.results import load_runs, summary_table
@@ -210,12 +210,19 @@ def _write_report(suite_dir: Path, catalogue: Catalogue) -> None:
 def validate_command(options: _Options, suite_file: Path) -> None:
     """Check SUITE_FILE completely and show the runs it expands into, without running."""
     try:
-        suite = load_suite(suite_file, options.catalogue())
+        catalogue = options.catalogue()
+        suite = load_suite(suite_file, catalogue)
     except RlbenchError as exc:
         _fail(str(exc))
         return
     runs = expand(suite)
-    console.print(f"{suite_file}: ok, {len(runs)} runs", markup=False, highlight=False)
+    groups = lane_groups(runs, catalogue)
+    console.print(
+        f"{suite_file}: ok, {len(runs)} runs, trained as {len(groups)} groups "
+        f"(an agent's seeds train together as lanes: rlbench run --lanes)",
+        markup=False,
+        highlight=False,
+    )
     for spec in runs:
         note = f"  (cannot run: {spec.unavailable})" if spec.unavailable else ""
         console.print(f"  {spec.run_id}{note}", markup=False, highlight=False)

@@ -104,7 +104,7 @@ def test_bad_jobs_value(write_suite):
 def test_validate_lists_the_runs_without_running(tmp_path, write_suite):
     proc = rlbench_cmd("validate", str(write_suite()), cwd=tmp_path)
     assert proc.returncode == 0
-    assert "ok, 4 runs" in proc.stdout
+    assert "ok, 4 runs, trained as 2 groups" in proc.stdout
     assert "naive_dqn__CartPole-v1__seed1__cpu__" in proc.stdout
     assert not (tmp_path / "results").exists()
 
