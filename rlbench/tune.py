@@ -1,19 +1,18 @@
 """``rlbench tune``: an Optuna study over one agent's hyperparameters (docs/tuning.md).
 
-Each trial samples a configuration and trains it with :func:`rlbench.training.execute_run`
-on several seeds (and environments), one after the other, into
-``results/<suite>/tune/<study>/trials/<number>/``. Its value is the IQM (or mean) of the
-runs' final evaluation returns, normalized by the environments' reference scores when there
-are several environments.
+Each trial samples a configuration and trains it with :func:`rlbench.training.execute_lanes`
+on several seeds (and environments) into ``results/<suite>/tune/<study>/trials/<number>/``.
+Its value is the IQM (or mean) of the runs' final evaluation returns, normalized by the
+environments' reference scores when there are several environments.
 
-Pruning. The seeds (and environments) of a trial run *sequentially*, always in the same
-order, and every evaluation is reported at the trial's environment step so far: seed ``k``'s
-evaluation at step ``s`` is reported at ``k * budget.steps + s``. Steps therefore count the
-environment steps a trial has consumed, pruner warm-ups are in environment steps, and at a
-given step every trial has trained the same seed for the same number of steps, so the
-pruner compares like with like. Sequential, not interleaved: ``execute_run`` trains a run
-to the end and seeds the process-wide random generators, so two runs cannot share a
-process, and one process per seed would multiply the processes ``--jobs`` asks for.
+Pruning. A trial's runs train in the same order for every trial (environments, then seeds),
+and every evaluation is reported at the trial's environment steps so far. A lane agent
+trains an environment's seeds together (lanes: the same results as one by one, faster) and
+the pruner gets their mean return at step ``s`` at ``offset + seeds * s``; any other agent
+trains them one after the other and seed ``k``'s evaluation at step ``s`` is reported at
+``k * budget.steps + s``. Steps therefore count the environment steps a trial has consumed,
+pruner warm-ups are in environment steps, and at a given step every trial has trained the
+same seeds for the same number of steps, so the pruner compares like with like.
 
 Counting. The study is done when ``trials`` trials are *finished*: complete, pruned
 (diverged runs included) or failed. A trial whose worker died is marked failed and retried
@@ -56,11 +55,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rlbench import records
 from rlbench.errors import RlbenchError
+from rlbench.executor import lane_groups
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.runspec import RunSpec
 from rlbench.search_space import Choices, Dimension, FloatRange, IntRange, TunePlan, grid_size
 from rlbench.stats import iqm
-from rlbench.training import DivergedError, execute_run
+from rlbench.training import DivergedError, execute_lanes
 
 TUNE_DIRNAME = "tune"
 TRIALS_DIRNAME = "trials"
@@ -438,22 +438,33 @@ class PrunedByTuner(Exception):
 
 
 class _Reporter:
-    """execute_run's progress callback: reports every evaluation after step 0 to the trial,
-    at the trial's environment step so far, and stops the run when the pruner says so."""
+    """The progress callback of one group of a trial's runs (one run, or a lane agent's
+    seeds trained together): once every lane has reported its evaluation at step ``s``
+    (after step 0), reports their mean to the trial at ``offset + lanes * s``, the trial's
+    environment steps so far, and stops the runs when the pruner says so."""
 
-    def __init__(self, trial: optuna.Trial, offset: int, scale: Callable[[float], float]) -> None:
+    def __init__(
+        self, trial: optuna.Trial, offset: int, lanes: int, scale: Callable[[float], float]
+    ) -> None:
         self.trial = trial
         self.offset = offset
+        self.lanes = lanes
         self.scale = scale
+        self.pending: dict[int, list[float]] = {}
         self.pruned_at: int | None = None
 
     def __call__(self, event: str, run_id: str, payload: Mapping[str, Any]) -> None:
         if event != "eval" or payload["step"] == 0:
             return
-        value = self.scale(float(payload["return_mean"]))
+        values = self.pending.setdefault(int(payload["step"]), [])
+        values.append(self.scale(float(payload["return_mean"])))
+        if len(values) < self.lanes:
+            return
+        del self.pending[int(payload["step"])]
+        value = float(np.mean(values))
         if not math.isfinite(value):
             return
-        step = self.offset + int(payload["step"])
+        step = self.offset + self.lanes * int(payload["step"])
         self.trial.report(value, step)
         if self.trial.should_prune():
             self.pruned_at = step
@@ -515,23 +526,29 @@ def evaluate_trial(
     trial: optuna.Trial, plan: TunePlan, trial_dir: Path, catalogue: Catalogue
 ) -> float:
     """Train the trial's runs and return its objective value. Raises
-    :class:`optuna.TrialPruned` when pruned and :class:`TrialRunError` when a run fails."""
+    :class:`optuna.TrialPruned` when pruned and :class:`TrialRunError` when a run fails.
+
+    A lane agent trains each environment's seeds together as lanes (the same results as
+    one by one, faster); any other agent trains them one after the other."""
     params = suggest(trial, plan.dims)
     config = {**plan.resolved_config, **plan.fixed, **params}
     scores: list[float] = []
-    for i, spec in enumerate(trial_runs(plan, config)):
-        scale = score_scale(plan, spec.env)
-        reporter = _Reporter(trial, i * plan.steps, scale)
-        outcome = execute_run(spec, trial_dir, catalogue, reporter)
+    offset = 0
+    for group in lane_groups(trial_runs(plan, config), catalogue, max_lanes=len(plan.seeds)):
+        scale = score_scale(plan, group[0].env)
+        reporter = _Reporter(trial, offset, len(group), scale)
+        offset += len(group) * plan.steps
+        outcomes = execute_lanes(group, trial_dir, catalogue, reporter)
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at_step", reporter.pruned_at)
             raise optuna.TrialPruned(f"pruned at environment step {reporter.pruned_at}")
-        if outcome.status != records.COMPLETE:
-            raise TrialRunError(spec.run_id, outcome.error or outcome.status)
-        score = scale(float(outcome.final_return))  # type: ignore[arg-type]
-        if not math.isfinite(score):
-            raise TrialRunError(spec.run_id, f"DivergedError: final return is {score}")
-        scores.append(score)
+        for spec, outcome in zip(group, outcomes, strict=True):
+            if outcome.status != records.COMPLETE:
+                raise TrialRunError(spec.run_id, outcome.error or outcome.status)
+            score = scale(float(outcome.final_return))  # type: ignore[arg-type]
+            if not math.isfinite(score):
+                raise TrialRunError(spec.run_id, f"DivergedError: final return is {score}")
+            scores.append(score)
         trial.set_user_attr("scores", scores)
     return aggregate(plan.objective, scores)
 

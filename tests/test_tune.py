@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -202,7 +204,18 @@ def test_tiny_study_writes_best_toml_and_resumes_to_the_new_total(tmp_path):
     best = out / "best.toml"
     for name in ("history.png", "importances.png", "slice.png", "trials.csv"):
         assert (out / name).stat().st_size > 0, name
-    assert len(list((out / "trials" / "0" / "runs").iterdir())) == 2  # two seeds per trial
+    runs = sorted((out / "trials" / "0" / "runs").iterdir())
+    assert len(runs) == 2  # two seeds per trial
+    # dqn trains a trial's two seeds together as lanes; the pruner sees their mean return at
+    # each evaluation, at the environment steps the trial has consumed (2 seeds x step).
+    trial0 = journal_study(results).trials[0]
+    assert sorted(trial0.intermediate_values) == [200, 400]
+    at_100 = []
+    for run in runs:
+        assert json.loads((run / "status.json").read_text())["lanes"] == 2
+        with (run / "evaluations.csv").open(newline="") as f:
+            at_100 += [float(r["return_mean"]) for r in csv.DictReader(f) if r["step"] == "100"]
+    assert trial0.intermediate_values[200] == pytest.approx(sum(at_100) / 2)
     check = rlbench_cmd("validate", str(best))
     assert check.returncode == 0, check.stderr
     assert "dqn_tuned__CartPole-v1__seed0__" in check.stdout
