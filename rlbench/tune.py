@@ -160,20 +160,39 @@ def open_storage(location: StudyLocation) -> optuna.storages.BaseStorage:
     if location.storage_url is None:
         location.tune_dir.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(location.journal_path)))
-    try:
-        return RDBStorage(
-            location.storage_url,
-            heartbeat_interval=HEARTBEAT_INTERVAL_S,
-            grace_period=GRACE_PERIOD_S,
-            heartbeat_stale_trial_callback=_retry_callback(),
-        )
-    except ModuleNotFoundError as exc:
-        raise RlbenchError(
-            f"--storage: the database driver is not installed ({exc}); for PostgreSQL: "
-            "pip install 'rlbench[tune-postgres]'"
-        ) from None
-    except Exception as exc:
-        raise RlbenchError(f"--storage: cannot open {location.storage_url!r}: {exc}") from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(
+                location.storage_url,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=GRACE_PERIOD_S,
+                heartbeat_stale_trial_callback=_retry_callback(),
+            )
+        except ModuleNotFoundError as exc:
+            raise RlbenchError(
+                f"--storage: the database driver is not installed ({exc}); for PostgreSQL: "
+                "pip install 'rlbench[tune-postgres]'"
+            ) from None
+        except Exception as exc:
+            # Workers started together on a new database race to create Optuna's tables
+            # (PostgreSQL: "duplicate key ... pg_type_typname_nsp_index" on CREATE TYPE);
+            # the loser finds them created when it tries again.
+            if attempt + 1 < SCHEMA_ATTEMPTS and _schema_race(exc):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            raise RlbenchError(f"--storage: cannot open {location.storage_url!r}: {exc}") from None
+    raise AssertionError("unreachable")
+
+
+SCHEMA_ATTEMPTS = 4
+
+
+def _schema_race(exc: Exception) -> bool:
+    """Whether ``exc`` is another process creating the same schema at the same time."""
+    text = str(exc).lower()
+    return type(exc).__name__ in ("IntegrityError", "ProgrammingError") and (
+        "already exists" in text or "duplicate" in text
+    )
 
 
 class ClaimLock:

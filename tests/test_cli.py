@@ -204,6 +204,10 @@ def _start(path: Path, results: Path) -> subprocess.Popen:
             str(results),
             "-j",
             "1",
+            # Two lane groups of two seeds, one after the other: the first completes while
+            # the second is still training, whatever the machine's speed.
+            "--lanes",
+            "2",
             "--no-report",
         ],
         stdout=subprocess.PIPE,

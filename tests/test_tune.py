@@ -374,3 +374,52 @@ def test_two_workers_on_one_postgres_study_reach_exactly_the_total(tmp_path):
     assert len(study.trials) == 6  # nothing lost, nothing duplicated, no surplus trial
     pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
     assert pids <= {w.pid for w in workers}
+
+
+OPEN_AT = """
+import sys, time
+from rlbench.tune import StudyLocation, open_storage
+
+class Location:  # what open_storage reads of a StudyLocation
+    storage_url = sys.argv[1]
+
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+open_storage(Location())
+print("opened")
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not os.environ.get("RLBENCH_TEST_POSTGRES_URL"),
+    reason="RLBENCH_TEST_POSTGRES_URL is unset; start a server with scripts/postgres.sh and "
+    "export the URL it prints",
+)
+def test_workers_opening_a_new_postgres_database_at_once_all_start():
+    """Workers started together on an empty database race to create Optuna's tables; the
+    loser used to die with "duplicate key value violates unique constraint
+    pg_type_typname_nsp_index". Each run of this test gets its own empty schema."""
+    import sqlalchemy
+
+    url = os.environ["RLBENCH_TEST_POSTGRES_URL"]
+    schema = f"race_{os.getpid()}_{time.time_ns()}"
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    schema_url = f"{url}?options=-csearch_path%3D{schema}"
+    start = str(time.time() + 3)  # after both have imported rlbench
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT, schema_url, start],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [w.communicate(timeout=120)[0] for w in workers]
+    ok = [w.returncode == 0 and "opened" in out for w, out in zip(workers, outputs, strict=True)]
+    assert all(ok), outputs
