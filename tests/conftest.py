@@ -39,6 +39,24 @@ def catalogue() -> Catalogue:
 
 
 @pytest.fixture
+def inline_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``inline_plugin(name, source)``: write ``source`` (dedented) as the module ``name``
+    and return a catalogue of rlbench's own plugins plus that one. The module is forgotten
+    after the test."""
+    names: list[str] = []
+
+    def load(name: str, source: str) -> Catalogue:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.syspath_prepend(str(tmp_path))
+        names.append(name)
+        return load_catalogue(autoload=False, extra_plugins=[name])
+
+    yield load
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
 def write_suite(tmp_path: Path):
     """Write a small suite file; keyword arguments fill the template above."""
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench.executor import lane_groups
 from rlbench.lanes import StackedSequential, VmappedNetwork, stack_networks
-from rlbench.plugins import load_catalogue
 from rlbench.runspec import expand
 from rlbench.suite import load_suite
 from rlbench.training import execute_lanes, execute_run
@@ -161,11 +159,8 @@ PLAIN_AGENT = '''
 
 
 @pytest.fixture
-def with_plain(tmp_path, monkeypatch):
-    (tmp_path / "plain_agent_plugin.py").write_text(textwrap.dedent(PLAIN_AGENT))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield load_catalogue(autoload=False, extra_plugins=["plain_agent_plugin"])
-    sys.modules.pop("plain_agent_plugin", None)
+def with_plain(inline_plugin):
+    return inline_plugin("plain_agent_plugin", PLAIN_AGENT)
 
 
 def plain_suite(tmp_path: Path) -> Path:
@@ -283,29 +278,24 @@ DIVERGING_LANE = """
 """
 
 
-def test_a_diverging_lane_fails_alone(tmp_path, monkeypatch):
-    (tmp_path / "bad_lane_plugin.py").write_text(textwrap.dedent(DIVERGING_LANE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        catalogue = load_catalogue(autoload=False, extra_plugins=["bad_lane_plugin"])
-        suite = tmp_path / "s.toml"
-        suite.write_text(
-            textwrap.dedent("""
-            name = "bad"
-            seeds = 3
-            environments = ["CartPole-v1"]
-            [budget]
-            steps = 100
-            eval_interval = 50
-            eval_episodes = 1
-            [[agents]]
-            name = "one_bad_lane"
-        """)
-        )
-        runs = expand(load_suite(suite, catalogue))
-        outcomes = execute_lanes(runs, tmp_path / "out", catalogue)
-    finally:
-        sys.modules.pop("bad_lane_plugin", None)
+def test_a_diverging_lane_fails_alone(tmp_path, inline_plugin):
+    catalogue = inline_plugin("bad_lane_plugin", DIVERGING_LANE)
+    suite = tmp_path / "s.toml"
+    suite.write_text(
+        textwrap.dedent("""
+        name = "bad"
+        seeds = 3
+        environments = ["CartPole-v1"]
+        [budget]
+        steps = 100
+        eval_interval = 50
+        eval_episodes = 1
+        [[agents]]
+        name = "one_bad_lane"
+    """)
+    )
+    runs = expand(load_suite(suite, catalogue))
+    outcomes = execute_lanes(runs, tmp_path / "out", catalogue)
     assert [o.status for o in outcomes] == ["complete", "failed", "complete"]
     assert outcomes[1].error == "DivergedError: training diverged at step 30: loss = nan"
     error = (tmp_path / "out" / "runs" / runs[1].run_id / "error.txt").read_text()

@@ -28,7 +28,6 @@ from rlbench_dqn.dqn import DQN, DQNConfig
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench import AgentContext, Transition
-from rlbench.plugins import load_catalogue
 from rlbench.runspec import expand
 from rlbench.suite import load_suite
 from rlbench.training import execute_run
@@ -258,12 +257,9 @@ RECORDER = """
 
 
 @pytest.fixture
-def recorder(tmp_path, monkeypatch):
-    (tmp_path / "recorder_plugin.py").write_text(textwrap.dedent(RECORDER))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    catalogue = load_catalogue(autoload=False, extra_plugins=["recorder_plugin"])
-    yield catalogue, sys.modules["recorder_plugin"].SEEN
-    sys.modules.pop("recorder_plugin", None)
+def recorder(inline_plugin):
+    catalogue = inline_plugin("recorder_plugin", RECORDER)
+    return catalogue, sys.modules["recorder_plugin"].SEEN
 
 
 @pytest.mark.parametrize("num_envs", [1, 3])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 
 import pandas as pd
@@ -11,7 +10,6 @@ import pytest
 import torch
 
 from rlbench import records
-from rlbench.plugins import load_catalogue
 from rlbench.runspec import RunSpec, expand
 from rlbench.suite import load_suite
 from rlbench.training import execute_run
@@ -113,11 +111,8 @@ BAD_AGENTS = """
 
 
 @pytest.fixture
-def bad_catalogue(tmp_path, monkeypatch):
-    (tmp_path / "bad_agents_plugin.py").write_text(textwrap.dedent(BAD_AGENTS))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield load_catalogue(autoload=False, extra_plugins=["bad_agents_plugin"])
-    sys.modules.pop("bad_agents_plugin", None)
+def bad_catalogue(inline_plugin):
+    return inline_plugin("bad_agents_plugin", BAD_AGENTS)
 
 
 @pytest.mark.parametrize(
