@@ -76,6 +76,7 @@ RUN_TABLE_COLUMNS = [
     "status",
     "final_return",
     "steps_per_second",
+    "lanes",
     "wall_time_s",
     "error",
 ]
@@ -933,7 +934,9 @@ def _section_method(data: ReportData) -> list[str]:
         "Performance profile: the fraction of runs with normalized score above τ "
         "(per environment, then averaged).",
         "Training speed: environment steps divided by training wall time, evaluation "
-        "excluded (status.json's steps_per_second).",
+        "excluded (status.json's steps_per_second). Seeds trained together as lanes share "
+        "their group's training time, so a run's speed is its share: the group's throughput "
+        "is lanes × that (the runs table's lanes column).",
     ]
     return ["## How the numbers are computed", "", *[f"- {i}" for i in items], ""]
 

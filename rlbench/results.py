@@ -65,6 +65,9 @@ def load_runs(
                 "status": status.get("status", "missing"),
                 "final_return": status.get("final_return_mean"),
                 "steps_per_second": status.get("steps_per_second"),
+                # Seeds trained together with it (its group's throughput is lanes times its
+                # steps_per_second); 1 for a run trained alone.
+                "lanes": status.get("lanes", 1),
                 "wall_time_s": status.get("wall_time_s"),
                 "error": status.get("error") or status.get("reason") or "",
                 "path": str(run_dir),
@@ -275,6 +278,7 @@ def _not_started_row(folder: Path, run_id: str, suite: str) -> dict[str, Any]:
         "status": NOT_STARTED,
         "final_return": None,
         "steps_per_second": None,
+        "lanes": None,
         "wall_time_s": None,
         "error": "listed in suite.json but never started",
         "path": str(folder / records.RUNS_DIRNAME / run_id),
