@@ -1,13 +1,17 @@
-"""One run: build the environments and the agent, train for the budget, evaluate, record.
+"""Runs: build the environments and the agent, train for the budget, evaluate, record.
 
 Every agent is measured by this one loop: the same seeding, the same evaluation protocol
-and the same records, whatever plugin it comes from.
+and the same records, whatever plugin it comes from. The loop trains *lanes*: the runs of
+one configuration that differ only in their seed, as one :class:`~rlbench.agent.LaneAgent`
+(a single run is one lane; a plain :class:`~rlbench.agent.Agent` is wrapped as one lane),
+each lane with its own environments, evaluation environment and records.
 
-Seeding. One ``numpy.random.SeedSequence(seed)`` is split into independent streams: the
-agent's generator, the training environments' reset seeds, and the evaluation
-environment's. Python's ``random``, numpy's global generator and torch's are seeded with
-``seed`` too. The same seed, config and device (and torch thread count) give the same
-evaluation curve.
+Seeding. For each lane, one ``numpy.random.SeedSequence(seed)`` is split into independent
+streams: the agent's generator, the training environments' reset seeds, and the evaluation
+environment's; the lane's networks are initialised from ``torch.manual_seed(seed)``.
+Python's ``random``, numpy's global generator and torch's are seeded with the first lane's
+seed too. The same seed, config and device (and torch thread count) give the same
+evaluation curve, whichever group the run trains in.
 """
 
 from __future__ import annotations
