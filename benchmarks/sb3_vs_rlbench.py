@@ -49,8 +49,8 @@ import numpy as np
 import torch
 
 from rlbench.evaluation import evaluate
-from rlbench.plugins import load_catalogue
-from rlbench.runspec import expand
+from rlbench.plugins import Catalogue, load_catalogue
+from rlbench.runspec import RunSpec, expand
 from rlbench.suite import load_suite
 from rlbench.training import execute_lanes, execute_run, seed_streams
 
@@ -117,7 +117,9 @@ class Result:
     return_std: float
 
 
-def rlbench_runs(seeds: list[int], steps: int, eval_episodes: int, workdir: Path) -> list:
+def rlbench_runs(
+    seeds: list[int], steps: int, eval_episodes: int, workdir: Path
+) -> tuple[Catalogue, list[RunSpec]]:
     catalogue = load_catalogue(autoload=False)
     suite_path = workdir / f"rlbench_seeds{seeds[0]}-{seeds[-1]}.toml"
     suite_path.write_text(

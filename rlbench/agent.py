@@ -190,3 +190,31 @@ class LaneAgent(Agent):
     def lane_state_dict(self, lane: int) -> dict[str, Any]:
         """Lane ``lane``'s state: what :meth:`state_dict` of a one-lane agent of that seed
         returns (the harness saves it as that run's weights)."""
+
+
+class OneLane:
+    """A plain :class:`~rlbench.agent.Agent` seen through the lane interface, as one lane:
+    the harness has one training loop, and a plain agent sees exactly what it always did
+    (its tensors without the lane dimension)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        return self.agent.act(obs[0], greedy=greedy).unsqueeze(0)
+
+    def observe(self, t: Transition) -> Mapping[str, Any]:
+        metrics = self.agent.observe(
+            Transition(
+                obs=t.obs[0],
+                action=t.action[0],
+                reward=t.reward[0],
+                next_obs=t.next_obs[0],
+                terminated=t.terminated[0],
+                truncated=t.truncated[0],
+            )
+        )
+        return {key: (value,) for key, value in metrics.items()}
+
+    def lane_state_dict(self, lane: int) -> dict[str, Any]:
+        return self.agent.state_dict()

@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlbench.agent import Agent
+from rlbench.agent import Agent, OneLane
 
 
 class _Acts(Protocol):
@@ -36,8 +36,6 @@ def evaluate(
 ) -> dict[str, Any]:
     """Mean, std, min and max of the greedy policy's return over ``episodes`` episodes, for
     an agent whose :meth:`~rlbench.agent.Agent.act` takes ``[n, *obs_shape]``."""
-    from rlbench.training import OneLane  # the harness's adapter; imported late (a cycle)
-
     return evaluate_lanes(
         OneLane(agent),
         [env],

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from rlbench import provenance, records
-from rlbench.agent import Agent, AgentConfig, AgentContext, LaneAgent, Transition
+from rlbench.agent import Agent, AgentConfig, AgentContext, LaneAgent, OneLane, Transition
 from rlbench.devices import unavailable_reason
 from rlbench.evaluation import evaluate_lanes
 from rlbench.plugins import Catalogue
@@ -85,34 +85,6 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """A writable numpy array as a tensor on ``device`` (sharing its memory on the CPU)."""
     tensor = torch.from_numpy(array)
     return tensor if device.type == "cpu" else tensor.to(device)
-
-
-class OneLane:
-    """A plain :class:`~rlbench.agent.Agent` seen through the lane interface, as one lane:
-    the harness has one training loop, and a plain agent sees exactly what it always did
-    (its tensors without the lane dimension)."""
-
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
-
-    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
-        return self.agent.act(obs[0], greedy=greedy).unsqueeze(0)
-
-    def observe(self, t: Transition) -> Mapping[str, Any]:
-        metrics = self.agent.observe(
-            Transition(
-                obs=t.obs[0],
-                action=t.action[0],
-                reward=t.reward[0],
-                next_obs=t.next_obs[0],
-                terminated=t.terminated[0],
-                truncated=t.truncated[0],
-            )
-        )
-        return {key: (value,) for key, value in metrics.items()}
-
-    def lane_state_dict(self, lane: int) -> dict[str, Any]:
-        return self.agent.state_dict()
 
 
 def lane_key(spec: RunSpec) -> str:
