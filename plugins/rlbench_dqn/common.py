@@ -250,6 +250,13 @@ class LaneReplayBuffer:
         self.position = 0
         self.size = 0
 
+    @classmethod
+    def for_agent(cls, capacity: int, context: AgentContext) -> LaneReplayBuffer:
+        """A buffer of ``capacity`` transitions per lane for the agent of ``context``: its
+        flattened observations, on its device, sampled with its lanes' generators."""
+        obs_size = flat_size(context.observation_space)
+        return cls(capacity, obs_size, context.device, context.lane_rngs)
+
     def __len__(self) -> int:
         return self.size
 
@@ -351,9 +358,9 @@ class QAgent(LaneAgent):
         decay_steps = int(c.exploration_fraction * self.context.total_steps)
         return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, decay_steps)
 
-    def exploration(self) -> float | Sequence[float]:
-        """The exploration rate of :meth:`act`: one for all lanes, or one per lane."""
-        return self.epsilon
+    def exploration(self) -> Sequence[float]:
+        """Each lane's exploration rate for :meth:`act` (the same schedule for all here)."""
+        return [self.epsilon] * self.lanes
 
     def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
         with torch.no_grad():
@@ -394,9 +401,7 @@ class QAgent(LaneAgent):
 
     def metrics(self, loss: torch.Tensor) -> dict[str, list[float]]:
         """Each lane's loss and exploration rate, as :meth:`observe` returns them."""
-        epsilon = self.exploration()
-        epsilons = [epsilon] * self.lanes if isinstance(epsilon, float) else list(epsilon)
-        return {"loss": loss.detach().tolist(), "epsilon": epsilons}
+        return {"loss": loss.detach().tolist(), "epsilon": list(self.exploration())}
 
     def state_dict(self) -> dict[str, Any]:
         """Every lane's state, stacked (parameters and optimizer moments ``[lanes, ...]``)."""
@@ -404,7 +409,7 @@ class QAgent(LaneAgent):
             "q_network": self.q.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "steps": self.steps,
-            "epsilon": torch.as_tensor(self.exploration(), dtype=torch.float64).expand(self.lanes),
+            "epsilon": torch.tensor(self.exploration(), dtype=torch.float64),
         }
         if self.q_target is not None:
             state["target_network"] = self.q_target.state_dict()

@@ -21,7 +21,6 @@ from rlbench_dqn.common import (
     LaneReplayBuffer,
     LossName,
     QAgent,
-    flat_size,
     lane_td_loss,
     td_targets,
 )
@@ -81,10 +80,7 @@ class DQN(QAgent):
     def __init__(self, config: DQNConfig, context: AgentContext) -> None:
         super().__init__(config, context, target_network=True)
         self.cfg = config
-        self.buffer = LaneReplayBuffer(
-            config.buffer_size, flat_size(context.observation_space), context.device,
-            context.lane_rngs,
-        )  # fmt: skip
+        self.buffer = LaneReplayBuffer.for_agent(config.buffer_size, context)
 
     def observe(self, t: Transition) -> Mapping[str, Any]:
         c = self.cfg
@@ -111,7 +107,7 @@ class DQN(QAgent):
         """
         c = self.cfg
         batch = c.batch_size
-        lanes = self.context.lanes
+        lanes = self.lanes
         fixed_targets = getattr(self.targets, "__func__", None) is DQN.targets
         idx = self.buffer.sample_indices(batch * c.gradient_steps)
         row_bytes = 4 * (2 * self.buffer.obs.shape[2] + 4) * lanes

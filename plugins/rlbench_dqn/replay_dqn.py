@@ -17,7 +17,6 @@ from rlbench_dqn.common import (
     LaneReplayBuffer,
     LossName,
     QAgent,
-    flat_size,
     lane_td_loss,
     td_targets,
 )
@@ -69,10 +68,7 @@ class ReplayDQN(QAgent):
     def __init__(self, config: ReplayDQNConfig, context: AgentContext) -> None:
         super().__init__(config, context, target_network=False)
         self.cfg = config
-        self.buffer = LaneReplayBuffer(
-            config.buffer_size, flat_size(context.observation_space), context.device,
-            context.lane_rngs,
-        )  # fmt: skip
+        self.buffer = LaneReplayBuffer.for_agent(config.buffer_size, context)
         # Per lane: each lane's episodes end at their own steps.
         self.epsilons = [config.epsilon_start] * context.lanes
 
