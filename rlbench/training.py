@@ -221,10 +221,14 @@ def execute_lanes(
     except Exception as exc:
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         trace = traceback.format_exc()
-        return [
-            _fail(run_dir, s, message, trace, started, notify)
-            for s, run_dir in zip(specs, run_dirs, strict=True)
-        ]
+        outcomes = []
+        for s, run_dir in zip(specs, run_dirs, strict=True):
+            earlier = run_dir.status() or {}
+            if earlier.get("status") == records.FAILED:  # a lane that diverged before: kept
+                outcomes.append(RunOutcome(s.run_id, records.FAILED, error=earlier["error"]))
+            else:
+                outcomes.append(_fail(run_dir, s, message, trace, started, notify))
+        return outcomes
 
 
 def _fail(

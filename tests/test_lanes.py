@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -272,9 +273,17 @@ DIVERGING_LANE = """
         def load_state_dict(self, state):
             self.steps = state["steps"]
 
+    class BadLaneThenCrash(OneBadLane):
+        '''Lane 1 diverges at step 30, then the agent crashes at step 60.'''
+
+        def observe(self, t):
+            if self.steps >= 60:
+                raise RuntimeError("crashed on purpose")
+            return super().observe(t)
+
     @hookimpl
     def rlbench_register_agents():
-        return [AgentSpec("one_bad_lane", OneBadLane)]
+        return [AgentSpec("one_bad_lane", OneBadLane), AgentSpec("then_crash", BadLaneThenCrash)]
 """
 
 
@@ -300,3 +309,12 @@ def test_a_diverging_lane_fails_alone(tmp_path, inline_plugin):
     assert outcomes[1].error == "DivergedError: training diverged at step 30: loss = nan"
     error = (tmp_path / "out" / "runs" / runs[1].run_id / "error.txt").read_text()
     assert "Traceback" in error and "DivergedError" in error
+
+    # A crash later fails the lanes still training; the diverged lane keeps its own error.
+    crash = [replace(spec, agent="then_crash", label="then_crash") for spec in runs]
+    outcomes = execute_lanes(crash, tmp_path / "out", catalogue)
+    assert [o.error for o in outcomes] == [
+        "RuntimeError: crashed on purpose",
+        "DivergedError: training diverged at step 30: loss = nan",
+        "RuntimeError: crashed on purpose",
+    ]
