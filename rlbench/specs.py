@@ -1,16 +1,18 @@
-"""What plugins register: agents, networks and environments, each under a unique name."""
+"""What plugins register: agents, networks and environments, each under a unique name, and
+the checks a registered spec and its name must pass."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import torch
 from pydantic import BaseModel, ConfigDict
 
 from rlbench.agent import Agent, AgentConfig
+from rlbench.errors import RlbenchError
 
 
 def _first_line(doc: str | None) -> str:
@@ -100,3 +102,154 @@ class EnvironmentSpec:
     @property
     def summary(self) -> str:
         return self.description or _first_line(getattr(self.make, "__doc__", None))
+
+
+# ------------------------------------------------------------------------- names
+
+NameKind = Literal["agent", "network", "environment"]
+
+#: Kinds whose names may contain ``/``: Gymnasium namespaces environment ids, as in
+#: ``ALE/Pong-v5``; each part between the slashes obeys the rule for a whole name.
+NAMESPACED_KINDS = frozenset({"environment"})
+
+
+def name_problem(kind: NameKind, name: object) -> str | None:
+    """What is wrong with ``name`` as the registered name of a ``kind``, or ``None``.
+
+    The one rule for names that plugins register (suites name them and run directories
+    are built from them, so ``../x`` or ``/tmp/x`` must stop here): a non-empty string of
+    printable characters (no NUL, newline or other control character), without surrounding
+    spaces, backslashes or ``..``; no ``/`` unless ``kind`` is an environment, whose id may
+    have namespaces (``ALE/Pong-v5``) but no empty part, so it neither starts nor ends with
+    ``/``.
+    """
+    if not isinstance(name, str):
+        return f"must be a string, not {type(name).__name__}"
+    if not name:
+        return "must not be empty"
+    if not name.isprintable():
+        bad = next(c for c in name if not c.isprintable())
+        return f"must not contain the control character {bad!r}"
+    if name != name.strip():
+        return "must not start or end with a space"
+    if "\\" in name:
+        return "must not contain '\\'"
+    if ".." in name:
+        return "must not contain '..'"
+    if "/" in name:
+        if kind not in NAMESPACED_KINDS:
+            return "must not contain '/'"
+        if any(part in ("", ".") for part in name.split("/")):
+            return "must not start or end with '/', or contain '//' or a '.' part"
+    elif name == ".":
+        return "must not be '.'"
+    return None
+
+
+def check_name(kind: NameKind, name: object) -> str:
+    """``name`` if it is a safe name for a ``kind`` (see :func:`name_problem`); otherwise
+    an :class:`~rlbench.errors.RlbenchError` saying why."""
+    problem = name_problem(kind, name)
+    if problem is not None:
+        raise RlbenchError(f"{kind} name {name!r} {problem}")
+    assert isinstance(name, str)
+    return name
+
+
+# ------------------------------------------------------------------------- validation
+
+SpecKind = NameKind
+
+#: The spec class each kind of registration hook must return.
+SPEC_CLASSES: dict[SpecKind, type[AgentSpec | NetworkSpec | EnvironmentSpec]] = {
+    "agent": AgentSpec,
+    "network": NetworkSpec,
+    "environment": EnvironmentSpec,
+}
+
+
+def spec_problem(kind: SpecKind, spec: object) -> str | None:
+    """What makes ``spec`` unusable as a registered ``kind``, or ``None`` if nothing does.
+
+    Plugins are other people's code: a hook may return a string, ``None``, a
+    :class:`NetworkSpec` where an :class:`AgentSpec` belongs, or a spec whose fields have
+    the wrong types. Checking here, once, at registration lets the harness trust every spec
+    in the catalogue (``rlbench list`` itself reads ``agent.__doc__``, ``config_model`` and
+    ``default_network``).
+    """
+    expected = SPEC_CLASSES[kind].__name__
+    if not isinstance(spec, AgentSpec | NetworkSpec | EnvironmentSpec):
+        return f"{describe_value(spec)} where {_article(expected)} {expected} belongs"
+    if not isinstance(spec, SPEC_CLASSES[kind]):
+        other = type(spec).__name__
+        other_kind = next(k for k, cls in SPEC_CLASSES.items() if isinstance(spec, cls))
+        return (
+            f"{_article(other)} {other} ({spec.name!r}) where {_article(expected)} {expected} "
+            f"belongs; return it from rlbench_register_{other_kind}s"
+        )
+    problem = name_problem(kind, spec.name)
+    if problem is not None:
+        return f"{kind} name {spec.name!r} {problem}"
+    where = f"{kind} {spec.name!r}: {type(spec).__name__}"
+    if not isinstance(spec.description, str):
+        return _wrong(where, "description", spec.description, "a string")
+    if isinstance(spec, AgentSpec):
+        return _agent_problem(spec, where)
+    if isinstance(spec, NetworkSpec):
+        return _network_problem(spec, where)
+    return _environment_problem(spec, where)
+
+
+def _agent_problem(spec: AgentSpec, where: str) -> str | None:
+    if not (isinstance(spec.agent, type) and issubclass(spec.agent, Agent)):
+        return _wrong(where, "agent", spec.agent, "a subclass of rlbench.Agent")
+    where = f"agent {spec.name!r}: {spec.agent.__name__}"
+    config = getattr(spec.agent, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, AgentConfig)):
+        return _wrong(where, "Config", config, "a subclass of rlbench.AgentConfig")
+    network = getattr(spec.agent, "default_network", None)
+    if not (isinstance(network, Mapping) and isinstance(network.get("name"), str)):
+        return _wrong(where, "default_network", network, 'a mapping with a "name"')
+    return None
+
+
+def _network_problem(spec: NetworkSpec, where: str) -> str | None:
+    if not callable(spec.build):
+        return _wrong(where, "build", spec.build, "a function")
+    model = spec.config_model
+    if not (isinstance(model, type) and issubclass(model, NetworkConfig)):
+        return _wrong(where, "config_model", model, "a subclass of rlbench.NetworkConfig")
+    return None
+
+
+def _environment_problem(spec: EnvironmentSpec, where: str) -> str | None:
+    if not callable(spec.make):
+        return _wrong(where, "make", spec.make, "a function")
+    if spec.reference is not None and not isinstance(spec.reference, ReferenceScores):
+        return _wrong(where, "reference", spec.reference, "rlbench.ReferenceScores or None")
+    if not isinstance(spec.wrappers, tuple | list) or not all(map(callable, spec.wrappers)):
+        return _wrong(where, "wrappers", spec.wrappers, "a tuple of functions")
+    if not isinstance(spec.default_kwargs, Mapping):
+        return _wrong(where, "default_kwargs", spec.default_kwargs, "a mapping")
+    return None
+
+
+def _wrong(where: str, attribute: str, value: object, expected: str) -> str:
+    return f"{where}.{attribute} is {describe_value(value)}, not {expected}"
+
+
+def describe_value(value: object) -> str:
+    """``5 (an int)``: a short repr and the type, for messages about a wrong value."""
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return f"the class {value.__qualname__}"
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    name = type(value).__name__
+    return f"{text} ({_article(name)} {name})"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
