@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from rlbench.errors import RlbenchError
+
 RUNS_DIRNAME = "runs"
 CONFIG = "config.json"
 PROVENANCE = "provenance.json"
@@ -82,11 +84,24 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+def inside(root: Path, path: Path) -> Path:
+    """``path``, once checked to resolve strictly inside ``root``: the one check that keeps
+    names from suites and plugins (which become path parts) from writing anywhere else.
+    Raises :class:`~rlbench.errors.RlbenchError` otherwise."""
+    resolved_root = root.resolve()
+    if resolved_root not in path.resolve().parents:
+        raise RlbenchError(
+            f"refusing to write {path}: it is not inside {root}; "
+            "rename what gives it its name (suite, label, agent or environment)"
+        )
+    return path
+
+
 class RunDir:
     """The files of one run: ``<suite results>/runs/<run_id>/``."""
 
     def __init__(self, suite_dir: Path, run_id: str) -> None:
-        self.path = suite_dir / RUNS_DIRNAME / run_id
+        self.path = inside(suite_dir / RUNS_DIRNAME, suite_dir / RUNS_DIRNAME / run_id)
 
     def file(self, name: str) -> Path:
         return self.path / name

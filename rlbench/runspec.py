@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rlbench.devices import resolve_device
-from rlbench.suite import Suite
+from rlbench.suite import Suite, slug
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,13 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        env = re.sub(r"[^A-Za-z0-9_.-]+", "_", self.env)
-        device = self.device.replace(":", "")
-        return f"{self.label}__{env}__seed{self.seed}__{device}__{self.config_hash}"
+        """The run's directory name: slugs of its label, environment and device, its seed and
+        the hash of its identity. Labels and names come from suite files and plugins, so
+        only their slugs become part of a path (records.RunDir checks the result)."""
+        device = slug(self.device.replace(":", ""))
+        return (
+            f"{slug(self.label)}__{slug(self.env)}__seed{self.seed}__{device}__{self.config_hash}"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

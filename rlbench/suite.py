@@ -6,14 +6,17 @@ expected; unknown agent, network and environment names get a did-you-mean.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -27,6 +30,45 @@ from rlbench.plugins import Catalogue
 
 DEVICE_PATTERN = re.compile(r"^(cpu|auto|cuda(:\d+)?)$")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: Suite names and labels name folders and run ids: kept short enough for any file system.
+NAME_LENGTH = 64
+#: Seeds are 64-bit (torch.manual_seed takes nothing larger).
+SEED_LIMIT = 2**64
+#: More seeds than this in one suite is a typo (a count of 10**9 would expand forever).
+MAX_SEED_COUNT = 10_000
+#: Greedy episodes per evaluation beyond this take longer than any training budget.
+MAX_EVAL_EPISODES = 10_000
+#: Step counts are 64-bit signed integers in the training loop.
+STEP_LIMIT = 2**63
+
+
+def _safe_name(value: str) -> str:
+    # A suite's name is a folder, a label is the start of every run id: both must be one
+    # plain path component, never "..", "/tmp/x" or "a/../../b".
+    if not re.match(NAME_PATTERN, value) or len(value) > NAME_LENGTH:
+        raise ValueError(
+            f"use up to {NAME_LENGTH} letters, digits, '_', '.' and '-', starting with a letter "
+            f"or digit (it names a folder), got {value!r}"
+        )
+    return value
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
+
+#: The characters a path part is made of; anything else in a name is replaced (see slug).
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+#: A slug is cut to this length, so that a run id made of several stays well below the
+#: 255 bytes a path component may have (the run id's hash keeps cut names apart).
+SLUG_LENGTH = 64
+
+
+def slug(name: str) -> str:
+    """``name`` as one safe path component, for run ids: every run of characters other
+    than letters, digits, ``_``, ``.`` and ``-`` becomes ``-`` ("ALE/Pong-v5" ->
+    "ALE-Pong-v5"), and a leading ``.`` or ``-`` goes, so no slug is ``..``, hidden, or read
+    as an option. A name of safe characters that starts with a letter or digit (every
+    suite name and label) is its own slug."""
+    return _UNSAFE.sub("-", name).lstrip(".-")[:SLUG_LENGTH] or "_"
 
 
 class _Strict(BaseModel):
@@ -53,7 +95,7 @@ EnvironmentList = Annotated[list[EnvironmentEntry], BeforeValidator(_environment
 class AgentEntry(_Strict):
     name: str
     """The agent's registered name (`rlbench list` shows them)."""
-    label: str | None = Field(None, pattern=NAME_PATTERN)
+    label: SafeName | None = None
     """Name in tables and run ids; defaults to `name`. Needed to compare two configs of one
     agent in one suite."""
     config: dict[str, Any] = Field(default_factory=dict)
@@ -67,13 +109,13 @@ class AgentEntry(_Strict):
 
 
 class Budget(_Strict):
-    steps: int = Field(gt=0)
+    steps: int = Field(gt=0, lt=STEP_LIMIT)
     """Training budget per run, in environment steps (summed over parallel environments)."""
-    eval_interval: int = Field(gt=0)
+    eval_interval: int = Field(gt=0, lt=STEP_LIMIT)
     """Environment steps between evaluations (one more runs at the end)."""
-    eval_episodes: int = Field(10, gt=0)
+    eval_episodes: int = Field(10, gt=0, le=MAX_EVAL_EPISODES)
     """Greedy episodes per evaluation."""
-    eval_max_episode_steps: int | None = Field(None, gt=0)
+    eval_max_episode_steps: int | None = Field(None, gt=0, lt=STEP_LIMIT)
     """Cut evaluation episodes at this length (for environments without a time limit)."""
 
 
@@ -107,7 +149,7 @@ class TuneTable(_Strict):
 
 
 class SuiteFile(_Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: SafeName
     """The suite's name; results go to <results>/<name>/."""
     description: str = ""
     seeds: int | list[int]
@@ -123,18 +165,22 @@ class SuiteFile(_Strict):
     @field_validator("seeds", mode="before")
     @classmethod
     def _seeds(cls, value: Any) -> Any:
-        ok_count = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        ok_list = (
-            isinstance(value, list)
-            and len(value) > 0
-            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
-            and len(set(value)) == len(value)
+        expected = (
+            f"expected a count of seeds (integer from 1 to {MAX_SEED_COUNT}) or a list of "
+            "distinct integer seeds from 0 to 2**64 - 1"
         )
-        if not (ok_count or ok_list):
-            raise ValueError(
-                f"expected a count of seeds (integer > 0) or a list of distinct integer "
-                f"seeds >= 0, got {value!r}"
-            )
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 < value <= MAX_SEED_COUNT:
+                raise ValueError(f"{expected}, got {value!r}")
+            return value
+        if not isinstance(value, list) or not 0 < len(value) <= MAX_SEED_COUNT:
+            shown = f"a list of {len(value)}" if isinstance(value, list) and value else repr(value)
+            raise ValueError(f"{expected}, got {shown}")
+        for i, seed in enumerate(value):
+            if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < SEED_LIMIT:
+                raise ValueError(f"{expected}; seeds[{i}] is {seed!r}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"{expected}; {value!r} repeats a seed")
         return value
 
     @field_validator("devices", mode="after")
@@ -169,6 +215,8 @@ class Suite:
     agents: list[ResolvedAgent]
     source: str
     unavailable: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Values that work but are probably not meant (``<path>: <key>: <why>``, one line each)."""
 
     @property
     def name(self) -> str:
@@ -180,9 +228,20 @@ def load_suite(path: str | Path, catalogue: Catalogue) -> Suite:
     problem found."""
     path = Path(path)
     try:
-        source = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise SuiteError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SuiteError(
+            str(path),
+            [
+                f"line {line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                f"{exc.start}); a suite file is TOML, saved as UTF-8"
+            ],
+        ) from None
     try:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
@@ -203,20 +262,29 @@ def validate_suite(
 
     problems: list[str] = []
     unavailable: dict[str, str] = {}
-    labels: dict[str, int] = {}
+    labels: dict[str, tuple[int, str]] = {}
     agents: list[ResolvedAgent] = []
+    agent_classes: dict[int, Any] = {}
     for i, entry in enumerate(file.agents):
         where = f"agents[{i}]"
-        if entry.display in labels:
+        # Labels are compared as they appear in run ids: two that differ only in characters
+        # a run id cannot hold would share their runs' folders.
+        key = slug(entry.display)
+        if key in labels:
+            first, label = labels[key]
+            used = "is already used" if label == entry.display else f'names the runs of "{label}"'
             problems.append(
-                f'{where}.label: "{entry.display}" is already used by '
-                f"agents[{labels[entry.display]}]; give each entry of one agent its own label"
+                f'{where}.label: "{entry.display}" {used} by agents[{first}]; give each entry '
+                "of one agent its own label"
             )
-        labels[entry.display] = i
+        labels.setdefault(key, (i, entry.display))
         resolved = _resolve_agent(entry, where, catalogue, problems, unavailable)
         if resolved is not None:
             agents.append(resolved)
+            if entry.name in catalogue.agents:
+                agent_classes[i] = catalogue.agent(entry.name).agent
 
+    spaces: dict[int, tuple[Any, Any]] = {}
     for i, env in enumerate(file.environments):
         if not catalogue.has_environment(env.id):
             if catalogue.broken:
@@ -227,13 +295,90 @@ def validate_suite(
                 f"environments[{i}]: unknown environment {env.id!r}{did_you_mean(env.id, pool)};"
                 " use a Gymnasium id or one from `rlbench list`"
             )
+            continue
+        found = _environment_spaces(catalogue, env, f"environments[{i}]", problems)
+        if found is not None:
+            spaces[i] = found
+    problems += _space_problems(file, agent_classes, spaces)
     if file.tune is not None and not problems:
         from rlbench.search_space import tune_problems  # imports this module
 
         problems += tune_problems(file, agents, catalogue)
     if problems:
         raise SuiteError(str(path), problems)
-    return Suite(path=path, file=file, agents=agents, source=source, unavailable=unavailable)
+    return Suite(
+        path=path,
+        file=file,
+        agents=agents,
+        source=source,
+        unavailable=unavailable,
+        warnings=[f"{path}: {w}" for w in _budget_warnings(file.budget)],
+    )
+
+
+def _environment_spaces(
+    catalogue: Catalogue, entry: EnvironmentEntry, where: str, problems: list[str]
+) -> tuple[Any, Any] | None:
+    """The (observation, action) spaces of one instance of the environment, made and closed
+    here so that kwargs it rejects (or a missing dependency) are found before any run
+    starts; ``None`` after appending the problem."""
+    env = None
+    try:
+        # Warnings a constructor gives are the runs' to show, not validation's (twice).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            env = catalogue.environment(entry.id).create(**entry.kwargs)
+            return env.observation_space, env.action_space
+    except Exception as exc:
+        given = f" with kwargs {entry.kwargs}" if entry.kwargs else ""
+        problems.append(
+            f"{where}: {entry.id!r} cannot be made{given}: {_one_line(exc)}"
+            + ("; check the kwargs against the environment's constructor" if given else "")
+        )
+        return None
+    finally:
+        if env is not None:
+            with contextlib.suppress(Exception):  # a probe that fails to close did its job
+                env.close()
+
+
+def _space_problems(
+    file: SuiteFile, agent_classes: Mapping[int, Any], spaces: Mapping[int, tuple[Any, Any]]
+) -> list[str]:
+    """Each agent × environment pair whose spaces the agent declares it cannot handle. An
+    agent declares them with a classmethod ``check_spaces(observation_space, action_space)``
+    returning ``None`` or why not; an agent without one is not checked."""
+    problems = []
+    for i, agent_cls in agent_classes.items():
+        check = getattr(agent_cls, "check_spaces", None)
+        if not callable(check):
+            continue
+        label = file.agents[i].display
+        for j, (observation_space, action_space) in spaces.items():
+            try:
+                reason = check(observation_space, action_space)
+            except Exception as exc:
+                reason = f"its check_spaces raised {_one_line(exc)}"
+            if reason:
+                env_id = file.environments[j].id
+                problems.append(
+                    f"agents[{i}] on environments[{j}]: {label} cannot train on {env_id!r}: "
+                    f"{reason}"
+                )
+    return problems
+
+
+def _budget_warnings(budget: Budget) -> list[str]:
+    if budget.eval_interval > budget.steps:
+        return [
+            f"budget.eval_interval: {budget.eval_interval} is more than budget.steps "
+            f"({budget.steps}), so only the final evaluation runs; lower it for a learning curve"
+        ]
+    return []
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
 def _resolve_agent(

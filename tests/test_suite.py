@@ -60,7 +60,8 @@ def test_every_structural_problem_is_reported_at_once(write_suite, catalogue):
     """)
     problems = problems_of(path, catalogue)
     text = "\n".join(problems)
-    assert "name: string should match pattern" in text
+    assert "name: use up to 64 letters, digits, '_', '.' and '-', starting with a letter" in text
+    assert "(it names a folder), got 'bad name!'" in text
     assert "seeds: expected a count of seeds" in text
     assert 'devices: expected "cpu", "cuda", "cuda:N" or "auto"' in text
     assert "environments: list should have at least 1 item" in text
