@@ -1,0 +1,130 @@
+"""Reading results folders and computing every table of the report: :func:`collect` returns
+a :class:`ReportData` that the writers (Markdown, tables, figures) only format."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from rlbench import records, stats
+from rlbench.errors import RlbenchError
+from rlbench.executor import MANIFEST
+from rlbench.results import load_run_table, load_tidy, reference_table
+
+if TYPE_CHECKING:
+    from rlbench.plugins import Catalogue
+    from rlbench.specs import ReferenceScores
+
+
+@dataclass
+class ReportData:
+    """Everything a report shows, as frames (see :mod:`rlbench.stats` for each)."""
+
+    folders: list[Path]
+    runs: pd.DataFrame
+    tidy: pd.DataFrame
+    references: dict[str, ReferenceScores | None]
+    reference_sources: dict[str, str]
+    finals: pd.DataFrame
+    scores: pd.DataFrame
+    aggregate: stats.Aggregate
+    poi: pd.DataFrame
+    profile: pd.DataFrame
+    curves: pd.DataFrame
+    speed: pd.DataFrame
+    agents: list[str]
+    seed: int
+    n_resamples: int
+
+
+
+def _check_folder(path: Path) -> None:
+    if not path.is_dir():
+        raise RlbenchError(f"{path}: no such results folder")
+    if (path / MANIFEST).is_file() or (path / records.RUNS_DIRNAME).is_dir():
+        return
+    inner = sorted(p.name for p in path.iterdir() if (p / MANIFEST).is_file())
+    hint = (
+        f"; it holds the suite folders {', '.join(inner)}: pass e.g. {path / inner[0]}"
+        if inner
+        else ""
+    )
+    raise RlbenchError(
+        f"{path} is not a suite's results folder (it has no {MANIFEST} and no "
+        f"{records.RUNS_DIRNAME}/ folder){hint}"
+    )
+
+
+
+def collect(
+    results_dirs: Sequence[Path | str],
+    *,
+    catalogue: Catalogue | None = None,
+    seed: int = stats.DEFAULT_SEED,
+    n_resamples: int = stats.DEFAULT_RESAMPLES,
+) -> ReportData:
+    """Load one or more results folders and compute every table of the report. Raises
+    :class:`~rlbench.errors.RlbenchError` for a folder that is not a suite's results folder
+    or holds no run. Returns a :class:`ReportData`."""
+    folders = list(dict.fromkeys(Path(p) for p in results_dirs))
+    if not folders:
+        raise RlbenchError("no results folder given")
+    for folder in folders:
+        _check_folder(folder)
+    runs = load_run_table(folders)
+    if runs.empty:
+        raise RlbenchError(f"no runs found in {', '.join(map(str, folders))}")
+    if catalogue is None:
+        from rlbench.plugins import load_catalogue
+
+        catalogue = load_catalogue()
+    references = reference_table(runs["env"], catalogue)
+    sources = {
+        env: (
+            f"declared by plugin {catalogue.environments[env].plugin.name}"
+            if ref is not None and env in catalogue.environments
+            else "declared"
+            if ref is not None
+            else "none declared"
+        )
+        for env, ref in references.items()
+    }
+    tidy = load_tidy(folders, references=references, runs=runs)
+    finals = stats.final_scores(tidy)
+    kw = {"seed": seed, "n_resamples": n_resamples}
+    return ReportData(
+        folders=folders,
+        runs=runs,
+        tidy=tidy,
+        references=references,
+        reference_sources=sources,
+        finals=finals,
+        scores=stats.score_table(tidy, runs, **kw),
+        aggregate=stats.aggregate_metrics(tidy, **kw),
+        poi=stats.probability_of_improvement(tidy, **kw),
+        profile=stats.performance_profile(tidy, **kw),
+        curves=stats.learning_curves(tidy, seed=seed),
+        speed=stats.throughput(tidy),
+        agents=list(dict.fromkeys(runs["agent_key"])),
+        seed=seed,
+        n_resamples=n_resamples,
+    )
+
+
+def no_aggregate_reason(data: ReportData) -> str:
+    if data.finals.empty:
+        return "no run completed"
+    if not data.aggregate.envs:
+        return "no environment with complete runs declares reference scores"
+    if data.aggregate.table.empty:
+        return "no agent has complete runs on every environment with reference scores"
+    return ""
+
+
+def report_title(data: ReportData) -> str:
+    suites = list(dict.fromkeys(data.runs["suite"]))
+    return "rlbench report: " + " + ".join(map(str, suites))

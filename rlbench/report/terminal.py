@@ -1,0 +1,60 @@
+"""The report's main table for the terminal (``rlbench report`` prints it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from rlbench.report import formatting as fmt
+from rlbench.report.files import TABLE_FILES, TABLES_DIRNAME
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+
+def rich_score_table(report_dir: Path, *, compact: bool = False) -> Table:
+    """The report's main table (``tables/scores.csv`` of ``report_dir``) as a rich Table
+    for the terminal; ``compact`` leaves out the mean ± std and steps-to-solve columns (for
+    narrow terminals).
+    Returns the table."""
+    from rich import box
+    from rich.table import Table
+
+    scores = pd.read_csv(report_dir / TABLES_DIRNAME / TABLE_FILES["scores"])
+    speed_cols = [c for c in scores.columns if c.startswith("steps_per_s[")]
+    table = Table(
+        title="Final evaluation return (IQM over runs, 95% bootstrap CI)",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+    )
+    table.add_column("agent", no_wrap=True)
+    table.add_column("environment", no_wrap=True)
+    table.add_column("n", justify="right")
+    table.add_column("IQM [95% CI]", justify="right", no_wrap=True)
+    if not compact:
+        table.add_column("mean ± std", justify="right", no_wrap=True)
+    table.add_column("solved", justify="right")
+    if not compact:
+        table.add_column("steps to solve", justify="right")
+    for name in [*[f"steps/s {c[12:-1]}" for c in speed_cols], "not complete"]:
+        table.add_column(
+            name, justify="right", overflow="fold", min_width=max(len(w) for w in name.split())
+        )
+    for r in scores.to_dict("records"):
+        n = int(r["n"])
+        mean = [] if compact else ["—" if n == 0 else f"{fmt.num(r['mean'])} ± {fmt.num(r['std'])}"]
+        table.add_row(
+            str(r["agent_key"]),
+            str(r["env"]),
+            str(n),
+            fmt.ci(r["iqm"], r["ci_low"], r["ci_high"]),
+            *mean,
+            fmt.fraction(r["success_rate"], n),
+            *([] if compact else [fmt.steps(r["steps_to_solved"])]),
+            *[fmt.num(r[c], 0) for c in speed_cols],
+            str(int(r["not_complete"])) if r.get("not_complete") else "",
+        )
+    return table
