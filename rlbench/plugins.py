@@ -253,12 +253,14 @@ def load_catalogue(*, autoload: bool | None = None, extra_plugins: Sequence[str]
 
 def _candidates(autoload: bool, extra: Sequence[str]) -> list[_Candidate]:
     candidates = []
-    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
         version = ep.dist.version if ep.dist is not None else "?"
         if not autoload and dist != "rlbench":
             continue
         candidates.append(_Candidate(ep.name, ep.value, ep.load, dist, version))
+    # By name, then distribution: of two plugins with one name, the same one always loads.
+    candidates.sort(key=lambda c: (c.name, c.distribution, c.version))
     for module_name in extra:
         load = functools.partial(importlib.import_module, module_name)
         candidates.append(_Candidate(module_name, module_name, load, "RLBENCH_PLUGINS", "-"))
@@ -321,7 +323,7 @@ def _collect(pm: pluggy.PluginManager, info: PluginInfo) -> dict[SpecKind, list[
             continue
         try:
             [result] = _call_plugin(pm, hook_name, plugin) or [None]
-            if result is None or isinstance(result, str | bytes | Mapping):
+            if not isinstance(result, Iterable) or isinstance(result, str | bytes | Mapping):
                 raise _Broken(
                     f"{hook_name} returned {describe_value(result)}; it must return a list of "
                     f"{SPEC_CLASSES[kind].__name__} (an empty list registers nothing)"

@@ -189,7 +189,7 @@ def spec_problem(kind: SpecKind, spec: object) -> str | None:
         )
     problem = name_problem(kind, spec.name)
     if problem is not None:
-        return f"{kind} name {spec.name!r} {problem}"
+        return f"the {kind} name {spec.name!r}, which {problem}"
     where = f"{kind} {spec.name!r}: {type(spec).__name__}"
     if not isinstance(spec.description, str):
         return _wrong(where, "description", spec.description, "a string")
