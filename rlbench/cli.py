@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import pandas as pd
@@ -17,8 +19,9 @@ from rlbench.executor import DEFAULT_LANES, default_jobs, lane_groups, run_suite
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.progress import SuiteProgress
 from rlbench.results import load_runs, summary_table
-from rlbench.runspec import expand
-from rlbench.suite import load_suite
+from rlbench.runspec import RunSpec, expand
+from rlbench.suite import Suite, load_suite
+from rlbench.suite_lock import SuiteLock
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -43,12 +46,63 @@ class _Options:
         return catalogue
 
 
-def _fail(message: str) -> None:
-    err_console.print(f"error: {message}", markup=False, highlight=False)
+def _fail(message: str) -> NoReturn:
+    # soft_wrap: a problem stays on its one line, whatever the terminal's width.
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(EXIT_BAD_INPUT)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _warn(lines: Sequence[str]) -> None:
+    for line in lines:
+        err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+class _ErrorFirst(click.ClickException):
+    """A click error shown as rlbench shows its own: ``error: …`` on the first line (where a
+    user and a script look), then the usage and where the help is."""
+
+    def __init__(self, original: click.ClickException) -> None:
+        message = original.format_message()
+        super().__init__(message[:1].lower() + message[1:])
+        self.exit_code = original.exit_code
+        self.ctx = getattr(original, "ctx", None)
+
+    def show(self, file: Any = None) -> None:
+        lines = [f"error: {self.message}"]
+        if self.ctx is not None:
+            lines += [self.ctx.get_usage(), f"Try '{self.ctx.command_path} --help' for help."]
+        click.echo("\n".join(lines), file=file, err=file is None)
+
+
+#: Click's "no arguments: show the help" is not an error to reformat.
+_SHOWS_HELP: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(click.exceptions, "NoArgsIsHelpError", None),) if cls is not None
+)
+
+
+@contextmanager
+def _errors_first() -> Iterator[None]:
+    try:
+        yield
+    except (_ErrorFirst, *_SHOWS_HELP):
+        raise
+    except click.ClickException as exc:
+        raise _ErrorFirst(exc) from None
+
+
+class _Group(click.Group):
+    # Every usage error (of the group's options, a command's name, a command's arguments)
+    # is raised while making a context or resolving and invoking the command.
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        with _errors_first():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with _errors_first():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rlbench")
 @click.option(
     "--no-plugin-autoload",
@@ -130,35 +184,89 @@ def run_command(
         runs = expand(suite)
     except RlbenchError as exc:
         _fail(str(exc))
-        return
+    _warn(suite.warnings)
     n_jobs = _parse_jobs(jobs, len(runs))
-    with SuiteProgress(console, total=len(runs), already_complete=0) as display:
-        result = run_suite(
-            suite,
-            runs,
-            results_root,
-            catalogue=catalogue,
-            jobs=n_jobs,
-            threads=threads,
-            force=force,
-            lanes=lanes,
-            autoload=options.autoload,
-            extra_plugins=options.plugins,
-            on_event=display.handle,
-        )
-    if result.already_complete:
-        console.print(
-            f"{len(result.already_complete)} run(s) were already complete and were not rerun "
-            "(--force reruns them)."
-        )
-    _print_summary(result.suite_dir)
-    if report and not result.interrupted:
-        _write_report(result.suite_dir, catalogue)
+    try:
+        suite_dir = _suite_dir(results_root, suite, runs)
+        lock = SuiteLock(suite_dir)
+        with lock:
+            with SuiteProgress(console, total=len(runs), already_complete=0) as display:
+                result = run_suite(
+                    suite,
+                    runs,
+                    results_root,
+                    catalogue=catalogue,
+                    jobs=n_jobs,
+                    threads=threads,
+                    force=force,
+                    lanes=lanes,
+                    autoload=options.autoload,
+                    extra_plugins=options.plugins,
+                    on_event=display.handle,
+                )
+            if result.already_complete:
+                console.print(
+                    f"{len(result.already_complete)} run(s) were already complete and were not "
+                    "rerun (--force reruns them)."
+                )
+            _print_summary(result.suite_dir)
+            if report and not result.interrupted:
+                _write_report(result.suite_dir, catalogue)
+    except RlbenchError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        # The results folder failed under us (read-only, full, a path taken by a folder):
+        # what completed is on disk; what did not is redone by the next run.
+        _fail(f"--results {results_root}: {_os_problem(exc)}")
     if result.interrupted:
         console.print("Interrupted: completed runs are kept; run the same command again to resume.")
         sys.exit(EXIT_INTERRUPTED)
     if result.failed:
         sys.exit(EXIT_RUN_FAILED)
+
+
+def _suite_dir(results_root: Path, suite: Suite, runs: Sequence[RunSpec]) -> Path:
+    """The suite's results folder, created, once everything it must hold can go there:
+    inside ``results_root``, and no file where one of its folders goes. Checked before
+    anything is created, so that a refused run leaves the disk as it was."""
+    suite_dir = records.inside(results_root, results_root / suite.name)
+    runs_dir = suite_dir / records.RUNS_DIRNAME
+    taken = []
+    blocker = next((p for p in (runs_dir, *runs_dir.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        if blocker == runs_dir:
+            taken.append(f"{blocker} is a file, where the suite's runs folder goes; move it away")
+        elif blocker == suite_dir:
+            taken.append(
+                f"{blocker} is a file, where the suite's results folder goes; move it away "
+                "or choose another --results"
+            )
+        else:
+            taken.append(
+                f"--results {results_root}: {blocker} is a file, not a folder; choose "
+                "another --results"
+            )
+    for spec in runs:
+        run_dir = records.RunDir(suite_dir, spec.run_id).path  # checked to be in runs_dir
+        if run_dir.exists() and not run_dir.is_dir():
+            taken.append(
+                f"{run_dir} is a file, where a run's folder goes; move it away (the run is "
+                "then redone)"
+            )
+    if taken:
+        raise RlbenchError("\n".join(taken))
+    try:
+        suite_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RlbenchError(f"--results {results_root}: {_os_problem(exc)}") from None
+    return suite_dir
+
+
+def _os_problem(exc: OSError) -> str:
+    """``<path>: <reason>`` for an error of the operating system, on one line."""
+    path = exc.filename2 if exc.filename2 is not None else exc.filename
+    reason = exc.strerror or str(exc)
+    return f"{path}: {reason}" if path is not None else reason
 
 
 def _parse_jobs(value: str, runs: int) -> int:
@@ -212,9 +320,13 @@ def validate_command(options: _Options, suite_file: Path) -> None:
     try:
         catalogue = options.catalogue()
         suite = load_suite(suite_file, catalogue)
+        if suite.file.tune is not None:  # what `rlbench tune` would refuse, said now
+            from rlbench.tune import resolve_plan  # optuna: only for a suite that tunes
+
+            resolve_plan(suite, catalogue)
     except RlbenchError as exc:
         _fail(str(exc))
-        return
+    _warn(suite.warnings)
     runs = expand(suite)
     groups = lane_groups(runs, catalogue)
     console.print(
@@ -388,15 +500,14 @@ def tune_command(
 
     from rlbench import tune as tuning
     from rlbench.executor import default_threads
-    from rlbench.search_space import TuneOverrides, resolve_plan
     from rlbench.suite import NAME_PATTERN
 
     suite_file = suite_file or tuning.default_suite_file()
     try:
         catalogue = options.catalogue()
         suite = load_suite(suite_file, catalogue)
-        overrides = TuneOverrides(agent, envs, trials, seeds_per_trial, sampler, pruner)
-        plan = resolve_plan(suite, catalogue, overrides)
+        overrides = tuning.TuneOverrides(agent, envs, trials, seeds_per_trial, sampler, pruner)
+        plan = tuning.resolve_plan(suite, catalogue, overrides)
     except RlbenchError as exc:
         _fail(str(exc))
         return
