@@ -300,10 +300,6 @@ def validate_suite(
         if found is not None:
             spaces[i] = found
     problems += _space_problems(file, agent_classes, spaces)
-    if file.tune is not None and not problems:
-        from rlbench.search_space import tune_problems  # imports this module
-
-        problems += tune_problems(file, agents, catalogue)
     if problems:
         raise SuiteError(str(path), problems)
     return Suite(

@@ -19,18 +19,20 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from rlbench.errors import SuiteError
-from rlbench.search_space import (
+from rlbench.suite import load_suite
+from rlbench.tune import (
     Choices,
     Fixed,
     FloatRange,
     IntRange,
+    StudyLocation,
+    TuneJob,
     TuneOverrides,
-    default_search_space,
+    count_trials,
     parse_dimension,
     resolve_plan,
+    tune,
 )
-from rlbench.suite import load_suite
-from rlbench.tune import StudyLocation, TuneJob, count_trials, tune
 from tests.conftest import REPO, rlbench_cmd
 
 # A dqn small enough that a 200-step run takes well under a second.
@@ -115,10 +117,15 @@ def test_bad_dimensions_are_reported(raw, problem):
     assert any(p.startswith(problem) for p in problems), problems
 
 
+def check_tune(path: Path, catalogue) -> None:
+    """What `rlbench tune` and `rlbench validate` check of a suite with a [tune] table."""
+    resolve_plan(load_suite(path, catalogue), catalogue)
+
+
 def test_tune_table_problems_are_reported_like_the_rest_of_a_suite(tmp_path, catalogue):
     path = tiny_tune(tmp_path, extra='samplr = "grid"\n')
     with pytest.raises(SuiteError) as info:
-        load_suite(path, catalogue)
+        check_tune(path, catalogue)
     assert f"{path}: tune.samplr: unknown key (did you mean 'sampler'?)" in str(info.value)
 
     text = path.read_text().replace('samplr = "grid"\n', "")
@@ -126,7 +133,7 @@ def test_tune_table_problems_are_reported_like_the_rest_of_a_suite(tmp_path, cat
     text += "gamma = { low = 0.9, high = 1.5 }\nbuffer_size = { low = 1.0, high = 5.0 }\n"
     path.write_text(text + "[tune.space.dqm]\ngamma = 0.9\n")
     with pytest.raises(SuiteError) as info:
-        load_suite(path, catalogue)
+        check_tune(path, catalogue)
     problems = info.value.problems
     assert any(
         p.startswith(
@@ -147,7 +154,7 @@ def test_grid_needs_choices_and_tuning_seeds_stay_out_of_the_suite(tmp_path, cat
     path = tiny_tune(tmp_path, extra='sampler = "grid"\n')
     path.write_text(path.read_text().replace("seeds = 2", "seeds = [0, 10001]"))
     with pytest.raises(SuiteError) as info:
-        load_suite(path, catalogue)
+        check_tune(path, catalogue)
     problems = info.value.problems
     assert any("grid sampler needs { choices = [...] }" in p for p in problems), problems
     assert any(p.startswith("seeds: [10001] are tuning seeds") for p in problems), problems
@@ -155,12 +162,13 @@ def test_grid_needs_choices_and_tuning_seeds_stay_out_of_the_suite(tmp_path, cat
 
 @pytest.mark.parametrize("agent", ["naive_dqn", "target_dqn", "replay_dqn", "dqn"])
 def test_every_builtin_agent_has_a_valid_default_space(agent, catalogue):
-    space, plugin = default_search_space(catalogue, agent)
+    space, plugin = catalogue.search_space(agent), catalogue.search_space_plugin(agent)
     assert plugin == "dqn" and {"learning_rate", "gamma"} <= set(space)
     suite = load_suite(REPO / "suites" / "tune.toml", catalogue)
     plan = resolve_plan(suite, catalogue, TuneOverrides(agent=agent))
     assert plan.agent == agent and {"learning_rate", "gamma"} <= set(plan.dims)
-    assert default_search_space(catalogue, "no_such_agent") == (None, "")
+    assert catalogue.search_space("no_such_agent") is None
+    assert catalogue.search_space_plugin("no_such_agent") == ""
 
 
 def test_shipped_tuning_suites_validate(catalogue):

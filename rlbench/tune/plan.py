@@ -1,211 +1,41 @@
-"""Search spaces and tuning plans for ``rlbench tune`` (no optuna here: validating a suite
-must not need it).
+"""The tuning plan: a validated suite's ``[tune]`` table (plus command-line overrides)
+resolved into :class:`TunePlan`, plain picklable data that worker processes rebuild their
+trials from.
 
-A dimension is written in TOML (a suite's ``[tune.space.<label>]``) or returned as the same
-plain data by a plugin's ``rlbench_search_space`` hook:
-
-- ``{ low = 1e-4, high = 1e-2, log = true }``: a float range (log-uniform with ``log``);
-  an integer range when both bounds are integers; optional ``step``;
-- ``{ choices = [0.9, 0.99] }``: one of the listed values;
-- any other value (``batch_size = 64``): fixed, not tuned.
-
-:func:`resolve_plan` turns a validated suite (plus command-line overrides) into a
-:class:`TunePlan`: plain, picklable data that worker processes rebuild their trials from.
+Tuning reads a suite and never the other way round: :func:`resolve_plan` is where the
+``[tune]`` table is checked against the agent's config and its plugin's default search
+space (``rlbench tune`` and ``rlbench validate`` call it; ``rlbench run`` does not need it).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from importlib import metadata
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import Any
 
-import pluggy
 from pydantic import BaseModel, ValidationError
 
-from rlbench import hookspecs
 from rlbench.devices import resolve_device
 from rlbench.errors import SuiteError, did_you_mean
+from rlbench.plugins import Catalogue
 from rlbench.specs import ReferenceScores
-
-if TYPE_CHECKING:
-    from rlbench.plugins import Catalogue
-    from rlbench.suite import ResolvedAgent, Suite, SuiteFile
+from rlbench.suite import (
+    AgentEntry,
+    EnvironmentEntry,
+    ResolvedAgent,
+    Suite,
+    SuiteFile,
+    TuneTable,
+    _resolve_agent,
+)
+from rlbench.tune.space import Choices, Dimension, Fixed, FloatRange, IntRange, parse_dimension
 
 #: Tuning seeds are TUNING_SEED_BASE, TUNING_SEED_BASE + 1, ...: the same for every trial
 #: (so trials are compared on equal terms) and never among a suite's own seeds, so that
 #: ``rlbench run`` on the best configuration evaluates it on seeds it was not tuned on.
 TUNING_SEED_BASE = 10_000
-RANGE_KEYS = ("low", "high", "log", "step")
-DIMENSION_KEYS = (*RANGE_KEYS, "choices")
-Scalar = str | int | float | bool
-
-
-# ------------------------------------------------------------------------- dimensions
-
-
-@dataclass(frozen=True)
-class FloatRange:
-    low: float
-    high: float
-    log: bool = False
-    step: float | None = None
-
-    def to_raw(self) -> dict[str, Any]:
-        raw: dict[str, Any] = {"low": self.low, "high": self.high}
-        if self.log:
-            raw["log"] = True
-        if self.step is not None:
-            raw["step"] = self.step
-        return raw
-
-
-@dataclass(frozen=True)
-class IntRange:
-    low: int
-    high: int
-    log: bool = False
-    step: int = 1
-
-    def to_raw(self) -> dict[str, Any]:
-        raw: dict[str, Any] = {"low": self.low, "high": self.high}
-        if self.log:
-            raw["log"] = True
-        if self.step != 1:
-            raw["step"] = self.step
-        return raw
-
-
-@dataclass(frozen=True)
-class Choices:
-    values: tuple[Scalar, ...]
-
-    def to_raw(self) -> dict[str, Any]:
-        return {"choices": list(self.values)}
-
-
-@dataclass(frozen=True)
-class Fixed:
-    value: Any
-
-    def to_raw(self) -> Any:
-        return self.value
-
-
-Dimension = FloatRange | IntRange | Choices | Fixed
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def parse_dimension(raw: Any, where: str) -> tuple[Dimension | None, list[str]]:
-    """One dimension from its TOML (or hook) form. Returns the dimension, or ``None`` and
-    one problem line per mistake, each starting with ``where`` (the key)."""
-    if isinstance(raw, list):
-        return None, [
-            f"{where}: a list is ambiguous; write {{ choices = [...] }} to tune over its "
-            "values, or set a fixed list in the agent's config"
-        ]
-    if not isinstance(raw, dict):
-        return Fixed(raw), []
-    problems = [
-        f"{where}.{key}: unknown key{did_you_mean(key, DIMENSION_KEYS)}; expected low, high, "
-        "log, step, or choices"
-        for key in raw
-        if key not in DIMENSION_KEYS
-    ]
-    if "choices" in raw:
-        if set(raw) & set(RANGE_KEYS):
-            problems.append(f"{where}: give either choices or low/high, not both")
-        dim = _parse_choices(raw["choices"], where, problems)
-    else:
-        dim = _parse_range(raw, where, problems)
-    return (None if problems else dim), problems
-
-
-def _parse_choices(values: Any, where: str, problems: list[str]) -> Choices | None:
-    if not isinstance(values, list) or not values:
-        problems.append(f"{where}.choices: expected a non-empty list, got {values!r}")
-        return None
-    bad = [v for v in values if not isinstance(v, Scalar)]
-    if bad:
-        problems.append(f"{where}.choices: expected strings, numbers or booleans, got {bad!r}")
-        return None
-    if len({json.dumps(v) for v in values}) != len(values):
-        problems.append(f"{where}.choices: values must be distinct, got {values!r}")
-        return None
-    return Choices(tuple(values))
-
-
-def _parse_range(raw: dict[str, Any], where: str, problems: list[str]) -> Dimension | None:
-    before = len(problems)
-    for key in ("low", "high"):
-        if key not in raw:
-            problems.append(f"{where}.{key}: required key is missing (or give choices)")
-        elif not _is_number(raw[key]):
-            problems.append(f"{where}.{key}: expected a number, got {raw[key]!r}")
-    log, step = raw.get("log", False), raw.get("step")
-    if not isinstance(log, bool):
-        problems.append(f"{where}.log: expected true or false, got {log!r}")
-    if step is not None and (not _is_number(step) or step <= 0):
-        problems.append(f"{where}.step: expected a number > 0, got {step!r}")
-    if len(problems) > before:
-        return None
-    low, high = raw["low"], raw["high"]
-    if not low < high:
-        problems.append(f"{where}: low must be less than high, got low={low!r}, high={high!r}")
-    if log and low <= 0:
-        problems.append(f"{where}.low: a log scale needs low > 0, got {low!r}")
-    if log and step is not None:
-        problems.append(f"{where}: log and step cannot be combined")
-    if len(problems) > before:
-        return None
-    if isinstance(low, int) and isinstance(high, int):
-        if step is not None and not isinstance(step, int):
-            problems.append(f"{where}.step: an integer range needs an integer step, got {step!r}")
-            return None
-        return IntRange(low, high, log, step or 1)
-    return FloatRange(float(low), float(high), log, None if step is None else float(step))
-
-
-def grid_size(dims: Mapping[str, Dimension]) -> int:
-    """Number of points of the grid over the tuned dimensions (all must be Choices)."""
-    return math.prod(len(d.values) for d in dims.values() if isinstance(d, Choices))
-
-
-# ------------------------------------------------------------------------- the hook
-
-
-def default_search_space(catalogue: Catalogue, agent_name: str) -> tuple[Any, str]:
-    """Ask the loaded plugins' ``rlbench_search_space`` hooks for ``agent_name``'s default
-    space. Returns ``(space or None, name of the plugin that gave it)``.
-
-    The catalogue keeps no plugin manager, so one is rebuilt here from the plugins it
-    loaded (their modules are already imported; this only re-registers them)."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-    pm.add_hookspecs(hookspecs)
-    for info in catalogue.plugins:
-        try:
-            module = metadata.EntryPoint(info.name, info.module, "rlbench").load()
-            if not pm.is_registered(module):
-                pm.register(module, name=info.name)
-        except Exception:  # reported already when the catalogue was loaded
-            continue
-    # Call the implementations one by one, in pluggy's firstresult order, to know which
-    # plugin answered (for error messages).
-    for impl in reversed(pm.hook.rlbench_search_space.get_hookimpls()):
-        args = [agent_name] if impl.argnames else []
-        space = impl.function(*args)
-        if space is not None:
-            return space, impl.plugin_name
-    return None, ""
-
-
-# ------------------------------------------------------------------------- the plan
 
 
 @dataclass(frozen=True)
@@ -252,8 +82,6 @@ class TunePlan:
     warmup_steps: int
     objective: str
     seed: int
-    space_source: str = ""
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def normalized(self) -> bool:
@@ -276,20 +104,23 @@ class TunePlan:
         return json.dumps(data, sort_keys=True, default=str)
 
 
-def resolve_plan(suite: Suite, catalogue: Catalogue, overrides: TuneOverrides) -> TunePlan:
+def objective_label(plan: TunePlan) -> str:
+    """What a trial's value is, in words."""
+    what = "normalized score" if plan.normalized else "final evaluation return"
+    envs = ", ".join(env for env, _ in plan.environments)
+    return f"{plan.objective.upper()} over seeds of the {what} ({envs})"
+
+
+def resolve_plan(
+    suite: Suite, catalogue: Catalogue, overrides: TuneOverrides | None = None
+) -> TunePlan:
     """The tuning plan of a validated suite and the command line's overrides. Raises
-    :class:`SuiteError` listing every problem (the same format as a suite's)."""
-    plan, problems = _plan(suite.file, suite.agents, catalogue, overrides)
+    :class:`SuiteError` listing every problem (the same format as a suite's). Asks the
+    agent's plugins for its default search space (once per catalogue)."""
+    plan, problems = _plan(suite.file, suite.agents, catalogue, overrides or TuneOverrides())
     if problems or plan is None:
         raise SuiteError(str(suite.path), problems)
     return plan
-
-
-def tune_problems(
-    file: SuiteFile, agents: Sequence[ResolvedAgent], catalogue: Catalogue
-) -> list[str]:
-    """Every problem of a suite's ``[tune]`` table (for ``validate_suite``)."""
-    return _plan(file, agents, catalogue, TuneOverrides())[1]
 
 
 def _plan(
@@ -298,8 +129,6 @@ def _plan(
     catalogue: Catalogue,
     overrides: TuneOverrides,
 ) -> tuple[TunePlan | None, list[str]]:
-    from rlbench.suite import TuneTable
-
     table = file.tune or TuneTable()
     problems: list[str] = []
     target = _target(file, agents, catalogue, overrides.agent or table.agent, problems)
@@ -323,7 +152,7 @@ def _plan(
                 f"{did_you_mean(label, known)}; key it by the label of the agent it tunes"
             )
     spec = catalogue.agent(resolved.name)
-    dims, fixed, source = _space(table, resolved, spec.config_model, catalogue, problems)
+    dims, fixed = _space(table, resolved, spec.config_model, catalogue, problems)
     sampler = overrides.sampler or table.sampler
     if sampler == "grid":
         ranges = [name for name, dim in dims.items() if not isinstance(dim, Choices)]
@@ -370,7 +199,6 @@ def _plan(
         warmup_steps=warmup,
         objective=table.objective,
         seed=table.seed,
-        space_source=source,
     )
     return plan, []
 
@@ -384,8 +212,6 @@ def _target(
 ) -> tuple[ResolvedAgent, dict[str, Any]] | None:
     """The agent entry to tune and its own config overrides: an [[agents]] entry by label,
     then by agent name, else a registered agent with its defaults."""
-    from rlbench.suite import AgentEntry, _resolve_agent
-
     configs = {entry.display: dict(entry.config) for entry in file.agents}
     if name is None:
         return (agents[0], configs.get(agents[0].label, {})) if agents else None
@@ -406,13 +232,11 @@ def _target(
 
 def _environments(
     file: SuiteFile,
-    table: Any,
+    table: TuneTable,
     overrides: TuneOverrides,
     catalogue: Catalogue,
     problems: list[str],
-) -> list[Any] | None:
-    from rlbench.suite import EnvironmentEntry
-
+) -> list[EnvironmentEntry] | None:
     if overrides.environments:
         envs = [EnvironmentEntry(id=env) for env in overrides.environments]
         where = "--env"
@@ -433,7 +257,7 @@ def _environments(
 
 
 def _references(
-    environments: Sequence[Any], catalogue: Catalogue, problems: list[str]
+    environments: Sequence[EnvironmentEntry], catalogue: Catalogue, problems: list[str]
 ) -> dict[str, tuple[float, float] | None]:
     """Each environment's (random, solved) returns; required with several environments,
     whose scores the objective normalizes to be comparable."""
@@ -452,27 +276,21 @@ def _references(
 
 
 def _space(
-    table: Any,
+    table: TuneTable,
     agent: ResolvedAgent,
     model: type[BaseModel],
     catalogue: Catalogue,
     problems: list[str],
-) -> tuple[dict[str, Dimension], dict[str, Any], str]:
+) -> tuple[dict[str, Dimension], dict[str, Any]]:
     """The merged space: the plugin's default (unless ``use_default_space = false``),
-    overridden key by key by ``[tune.space.<label>]``. Returns (tuned, fixed, source)."""
+    overridden key by key by ``[tune.space.<label>]``. Returns (tuned, fixed)."""
     raw: dict[str, tuple[Any, str]] = {}
-    source = "suite"
     if table.use_default_space:
-        default, plugin = default_search_space(catalogue, agent.name)
-        if default is not None and not isinstance(default, Mapping):
-            problems.append(
-                f"search space of {agent.name!r} from plugin {plugin!r}: expected a mapping "
-                f"of hyperparameters, got {type(default).__name__}"
-            )
-        elif default is not None:
+        default = catalogue.search_space(agent.name)
+        if default is not None:
+            plugin = catalogue.search_space_plugin(agent.name)
             where = f"default search space of {agent.name!r} (plugin {plugin!r})"
             raw.update({k: (v, f"{where}: {k}") for k, v in default.items()})
-            source = f"plugin {plugin!r} + suite"
     overrides = table.space.get(agent.label, {})
     raw.update({k: (v, f"tune.space.{agent.label}.{k}") for k, v in overrides.items()})
 
@@ -488,7 +306,7 @@ def _space(
             fixed[name] = dim.value
         else:
             dims[name] = dim
-    return dims, fixed, source
+    return dims, fixed
 
 
 def _check_against_config(
