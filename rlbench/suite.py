@@ -262,22 +262,17 @@ def validate_suite(
 
     problems: list[str] = []
     unavailable: dict[str, str] = {}
-    labels: dict[str, tuple[int, str]] = {}
+    labels: dict[str, int] = {}
     agents: list[ResolvedAgent] = []
     agent_classes: dict[int, Any] = {}
     for i, entry in enumerate(file.agents):
         where = f"agents[{i}]"
-        # Labels are compared as they appear in run ids: two that differ only in characters
-        # a run id cannot hold would share their runs' folders.
-        key = slug(entry.display)
-        if key in labels:
-            first, label = labels[key]
-            used = "is already used" if label == entry.display else f'names the runs of "{label}"'
+        if entry.display in labels:
             problems.append(
-                f'{where}.label: "{entry.display}" {used} by agents[{first}]; give each entry '
-                "of one agent its own label"
+                f'{where}.label: "{entry.display}" is already used by '
+                f"agents[{labels[entry.display]}]; give each entry of one agent its own label"
             )
-        labels.setdefault(key, (i, entry.display))
+        labels[entry.display] = i
         resolved = _resolve_agent(entry, where, catalogue, problems, unavailable)
         if resolved is not None:
             agents.append(resolved)
