@@ -13,13 +13,9 @@ import torch
 from pydantic import Field
 
 from rlbench import AgentConfig, AgentContext, Transition
-from rlbench_dqn.common import (
-    LaneReplayBuffer,
-    LossName,
-    QAgent,
-    lane_td_loss,
-    td_targets,
-)
+from rlbench_dqn.qagent import QAgent
+from rlbench_dqn.replay import LaneReplayBuffer
+from rlbench_dqn.td import LossName, lane_td_loss, td_targets
 
 
 class ReplayDQNConfig(AgentConfig):

@@ -1,0 +1,30 @@
+"""Temporal-difference targets and losses, written on the last dimension: a tensor may carry
+any leading dimensions (the built-in agents' lanes), which are kept apart."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch.nn import functional as F
+
+LossName = Literal["mse", "huber"]
+
+
+def td_targets(
+    reward: torch.Tensor, next_q_max: torch.Tensor, terminated: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """``r + gamma * max_a' Q(s', a')``, without the bootstrap term at a terminal state.
+
+    Truncation (a time limit) is not terminal: its target still bootstraps.
+    """
+    return reward + gamma * (~terminated).to(reward.dtype) * next_q_max
+
+
+def lane_td_loss(q_taken: torch.Tensor, target: torch.Tensor, loss: LossName) -> torch.Tensor:
+    """Each lane's mean TD loss over its minibatch: ``[lanes, batch]`` in, ``[lanes]`` out.
+    Summing the result and calling ``backward`` gives every lane the gradient of its own
+    loss (the sum's gradient is exactly 1 for each)."""
+    if loss == "mse":
+        return F.mse_loss(q_taken, target, reduction="none").mean(dim=-1)
+    return F.smooth_l1_loss(q_taken, target, reduction="none").mean(dim=-1)
