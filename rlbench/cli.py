@@ -41,8 +41,7 @@ class _Options:
             catalogue = load_catalogue(autoload=self.autoload, extra_plugins=self.plugins)
         except RlbenchError as exc:
             _fail(str(exc))
-        for broken in catalogue.broken:
-            err_console.print(f"warning: {broken.describe()}", markup=False, highlight=False)
+        _warn([broken.describe() for broken in catalogue.broken])
         return catalogue
 
 

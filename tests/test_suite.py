@@ -120,3 +120,78 @@ def test_labels_allow_two_configs_of_one_agent(write_suite, catalogue):
     runs = expand(load_suite(path, catalogue))
     assert [r.label for r in runs] == ["naive_mse", "naive_huber"]
     assert runs[0].run_id != runs[1].run_id
+
+
+def test_run_ids_of_plain_names_are_as_before_and_others_are_slugs(catalogue):
+    from rlbench.suite import slug
+
+    for spec in expand(load_suite("suites/cartpole.toml", catalogue)):
+        # The layout existing results folders have: label, env, seed, device, hash.
+        assert spec.run_id == (
+            f"{spec.label}__{spec.env}__seed{spec.seed}__{spec.device}__{spec.config_hash}"
+        )
+    for name in ("dqn", "CartPole-v1", "naive_mse", "a.b_c-1"):
+        assert slug(name) == name
+    assert slug("ALE/Pong-v5") == "ALE-Pong-v5"
+    assert slug("../x") == "x" and slug("/tmp/x") == "tmp-x" and slug("a/../../b") == "a-..-..-b"
+    assert slug("..") == "_" and slug("x" * 100) == "x" * 64
+
+
+SPACES_PLUGIN = """
+    from rlbench import AgentSpec, hookimpl
+    from rlbench_dqn.naive_dqn import NaiveDQN
+
+    class Picky(NaiveDQN):
+        @classmethod
+        def check_spaces(cls, observation_space, action_space):
+            if action_space.shape != ():
+                return "it needs a discrete action space"
+            return None
+
+    class Crashing(NaiveDQN):
+        @classmethod
+        def check_spaces(cls, observation_space, action_space):
+            raise RuntimeError("boom")
+
+    @hookimpl
+    def rlbench_register_agents():
+        return [AgentSpec("picky", Picky), AgentSpec("crashing", Crashing)]
+"""
+
+
+def test_environments_are_made_once_and_agents_check_their_spaces(write_suite, inline_plugin):
+    catalogue = inline_plugin("spaces_plugin", SPACES_PLUGIN)
+    path = write_suite("""
+        name = "x"
+        seeds = 1
+        environments = ["CartPole-v1", "Pendulum-v1", { id = "Acrobot-v1", kwargs = { g = 1 } }]
+        [budget]
+        steps = 100
+        eval_interval = 50
+        [[agents]]
+        name = "picky"
+        [[agents]]
+        name = "crashing"
+    """)
+    problems = problems_of(path, catalogue)
+    assert problems[0].startswith(
+        "environments[2]: 'Acrobot-v1' cannot be made with kwargs {'g': 1}: TypeError: "
+    )
+    assert problems[0].endswith("; check the kwargs against the environment's constructor")
+    assert problems[1:] == [
+        "agents[0] on environments[1]: picky cannot train on 'Pendulum-v1': it needs a "
+        "discrete action space",
+        "agents[1] on environments[0]: crashing cannot train on 'CartPole-v1': its "
+        "check_spaces raised RuntimeError: boom",
+        "agents[1] on environments[1]: crashing cannot train on 'Pendulum-v1': its "
+        "check_spaces raised RuntimeError: boom",
+    ]
+
+
+def test_an_evaluation_interval_beyond_the_budget_is_a_warning(write_suite, catalogue):
+    suite = load_suite(write_suite(steps=300, eval_interval=1000), catalogue)
+    assert suite.warnings == [
+        f"{suite.path}: budget.eval_interval: 1000 is more than budget.steps (300), so only "
+        "the final evaluation runs; lower it for a learning curve"
+    ]
+    assert load_suite(write_suite(), catalogue).warnings == []
