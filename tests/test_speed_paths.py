@@ -18,13 +18,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlbench_dqn.common import (
-    FusedAdam,
-    LaneReplayBuffer,
-    lane_clip_grad_norm,
-    lane_epsilon_greedy,
-)
+from rlbench_dqn import fastpath
 from rlbench_dqn.dqn import DQN, DQNConfig
+from rlbench_dqn.exploration import lane_epsilon_greedy
+from rlbench_dqn.fastpath import FusedAdam
+from rlbench_dqn.qagent import lane_clip_grad_norm
+from rlbench_dqn.replay import LaneReplayBuffer
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench import AgentContext, Transition
@@ -68,6 +67,66 @@ def test_fused_step_falls_back_to_step_with_hooks():
         net(torch.ones(2, 4)).sum().backward()
         opt.fused_step()
     assert len(calls) == 3
+
+
+class Hiding:
+    """A module as a PyTorch without ``name`` would show it (other names pass through), and
+    a count of the calls made through it to ``counted``."""
+
+    def __init__(self, module, name: str | None = None, counted: str | None = None) -> None:
+        self.module, self.name, self.counted, self.calls = module, name, counted, 0
+
+    def __getattr__(self, attr):
+        if attr == self.name:
+            raise AttributeError(attr)
+        value = getattr(self.module, attr)
+        if attr != self.counted:
+            return value
+
+        def counting(*args, **kwargs):
+            self.calls += 1
+            return value(*args, **kwargs)
+
+        return counting
+
+
+def train_fused_adam(steps: int = 20) -> tuple[torch.nn.Module, FusedAdam]:
+    net = mlp()
+    opt = FusedAdam(net.parameters(), lr=2.3e-3)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        net(torch.randn(16, 4, generator=gen)).pow(2).mean().backward()
+        opt.fused_step()
+    return net, opt
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("torch", "_fused_adam_"),
+        ("torch", "_foreach_add_"),
+        ("torch_optimizer", "_global_optimizer_pre_hooks"),
+        ("torch_optimizer", "_global_optimizer_post_hooks"),
+    ],
+)
+def test_fused_step_without_a_private_name_takes_the_public_step_with_the_same_result(
+    monkeypatch, module, name
+):
+    counter = Hiding(torch, counted="_fused_adam_")
+    monkeypatch.setattr(fastpath, "torch", counter)
+    fast_net, fast_opt = train_fused_adam()
+    assert counter.calls == 19  # the fast path ran (the first step creates the state)
+
+    monkeypatch.setattr(fastpath, module, Hiding(getattr(fastpath, module), name=name))
+    public_net, public_opt = train_fused_adam()
+    assert counter.calls == 19  # no direct call of the kernel: every step was step()
+    for a, b in zip(fast_net.parameters(), public_net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    state_a, state_b = fast_opt.state_dict()["state"], public_opt.state_dict()["state"]
+    for key in state_a:
+        for moment in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(state_a[key][moment], state_b[key][moment])
 
 
 @pytest.mark.parametrize("scale", [1e-6, 1e-2, 1.0, 30.0, 1e4])
