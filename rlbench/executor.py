@@ -32,7 +32,6 @@ from rlbench.suite import Suite
 from rlbench.training import RunOutcome, execute_lanes, lane_key, supports_lanes
 
 EventHandler = Callable[[str, str, Mapping[str, Any]], None]
-MANIFEST = "suite.json"
 #: The most seeds trained together by default: 16 lanes of the CartPole DQN keep one core
 #: busy with matrix products, where one lane leaves it mostly waiting on Python.
 DEFAULT_LANES = 16
@@ -87,13 +86,20 @@ def default_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(jobs, 1))
 
 
-def write_manifest(suite: Suite, runs: Sequence[RunSpec], suite_dir: Path) -> None:
-    """The suite as run: its source and its run ids, so reports know what belongs to it."""
-    records.atomic_write_text(suite_dir / "suite.toml", suite.source)
-    records.atomic_write_json(
-        suite_dir / MANIFEST,
-        {"name": suite.name, "source_path": str(suite.path), "runs": [r.run_id for r in runs]},
+def write_manifest(
+    suite: Suite, runs: Sequence[RunSpec], suite_dir: Path, catalogue: Catalogue | None = None
+) -> None:
+    """The suite as run (:class:`records.SuiteManifest`): its source and its run ids, so
+    reports know what belongs to it, and (given the catalogue) each environment's reference
+    scores, so reports need no plugin to normalize."""
+    references = None
+    if catalogue is not None:
+        envs = dict.fromkeys(spec.env for spec in runs)
+        references = {env: records.EnvReference.declared(catalogue, env) for env in envs}
+    manifest = records.SuiteManifest(
+        suite.name, str(suite.path), tuple(r.run_id for r in runs), references
     )
+    manifest.write(suite_dir, suite.source)
 
 
 def run_suite(
@@ -112,7 +118,7 @@ def run_suite(
 ) -> SuiteRunResult:
     suite_dir = results_root / suite.name
     suite_dir.mkdir(parents=True, exist_ok=True)
-    write_manifest(suite, runs, suite_dir)
+    write_manifest(suite, runs, suite_dir, catalogue)
     result = SuiteRunResult(suite_dir=suite_dir, runs=list(runs))
     pending = []
     for spec in runs:

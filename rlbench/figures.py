@@ -9,7 +9,6 @@ Each function takes the frames of :mod:`rlbench.stats` and a palette from
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -417,9 +416,7 @@ def save_figure(fig: Figure, directory: Path, name: str) -> list[Path]:
     paths = []
     with figure_style():
         for ext in ("png", "svg"):
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=ext, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
             path = directory / f"{name}.{ext}"
-            records.atomic_write_bytes(path, buffer.getvalue())
+            records.atomic_savefig(fig, path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)
             paths.append(path)
     return paths

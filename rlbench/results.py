@@ -1,13 +1,15 @@
 """Reading results back: run directories into tidy pandas DataFrames.
 
 Only what a run's records vouch for is read: a run counts as complete only when its
-``status.json`` says so, and every run found is listed with its status, so failed and
-skipped runs are never silently dropped.
+``status.json`` says so and every file it needs parses (:meth:`rlbench.records.RunDir.
+complete_problem`), and every run found is listed with its status, so failed, skipped and
+damaged runs are never silently dropped. Nothing here needs torch, gymnasium or the plugins,
+except reference scores for results folders written before ``suite.json`` recorded them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,23 +17,26 @@ import numpy as np
 import pandas as pd
 
 from rlbench import records
-from rlbench.executor import MANIFEST
 
 if TYPE_CHECKING:
     from rlbench.plugins import Catalogue
-    from rlbench.specs import ReferenceScores
+
+    #: Where reference scores come from for results folders that did not record them: a
+    #: catalogue, a function returning one (called only if needed), or ``None`` for the
+    #: installed plugins.
+    CatalogueSource = Catalogue | Callable[[], Catalogue] | None
 
 RUN_COLUMNS = ["run_id", "suite", "agent", "label", "env", "seed", "device", "status"]
 
 
 def _suite_run_dirs(suite_dir: Path, only_manifest: bool) -> tuple[list[Path], str | None]:
     """The run folders to read, in suite order, and the suite's name when they come from
-    its ``suite.json`` (``None`` when every folder found is read instead)."""
+    its ``suite.json`` (``None`` when every folder found is read instead). Raises
+    :class:`~rlbench.records.RecordError` for a damaged ``suite.json``."""
     runs_root = suite_dir / records.RUNS_DIRNAME
-    manifest = records.read_json(suite_dir / MANIFEST)
-    if only_manifest and isinstance(manifest, dict):
-        runs = [runs_root / run_id for run_id in manifest.get("runs", [])]
-        return runs, str(manifest.get("name", ""))
+    manifest = records.SuiteManifest.read(suite_dir)
+    if only_manifest and manifest is not None:
+        return [runs_root / run_id for run_id in manifest.runs], manifest.name
     found = sorted(p for p in runs_root.iterdir() if p.is_dir()) if runs_root.is_dir() else []
     return found, None
 
@@ -42,40 +47,57 @@ def load_runs(
     """One row per run of one or more suite results folders: its config, status, final score
     and speed. ``only_manifest`` keeps the runs of the suite as last run (its ``suite.json``),
     leaving out leftovers of earlier configurations; a run listed there that never started
-    gets a row with status ``"not started"``, so no run of the suite goes missing."""
+    gets a row with status ``"not started"``, and a run whose files are damaged one with
+    status ``"damaged"`` and the reason as its error, so no run of the suite goes missing.
+    Raises :class:`~rlbench.records.RecordError` for a damaged ``suite.json``."""
     rows: list[dict[str, Any]] = []
     for suite_dir in _as_paths(paths):
         run_dirs, suite_name = _suite_run_dirs(suite_dir, only_manifest)
         for run_dir in run_dirs:
-            config = records.read_json(run_dir / records.CONFIG)
-            if not isinstance(config, dict):
-                if suite_name is not None:
-                    rows.append(_not_started_row(suite_dir, run_dir.name, suite_name))
-                continue
-            status = records.read_json(run_dir / records.STATUS) or {"status": "missing"}
-            row = {
-                "run_id": run_dir.name,
-                "suite": config["suite"],
-                "agent": config["agent"],
-                "label": config["label"],
-                "env": config["env"],
-                "seed": config["seed"],
-                "device": config["device"],
-                "steps": config["steps"],
-                "status": status.get("status", "missing"),
-                "final_return": status.get("final_return_mean"),
-                "steps_per_second": status.get("steps_per_second"),
-                # Seeds trained together with it (its group's throughput is lanes times its
-                # steps_per_second); 1 for a run trained alone.
-                "lanes": status.get("lanes", 1),
-                "wall_time_s": status.get("wall_time_s"),
-                "error": status.get("error") or status.get("reason") or "",
-                "path": str(run_dir),
-            }
-            row.update({f"config.{k}": v for k, v in config["agent_config"].items()})
-            row.update({f"network.{k}": _cell(v) for k, v in config["network"].items()})
-            rows.append(row)
+            row = _run_row(suite_dir, run_dir.name, suite_name)
+            if row is not None:
+                rows.append(row)
     return pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS)
+
+
+def _run_row(suite_dir: Path, run_id: str, suite_name: str | None) -> dict[str, Any] | None:
+    """``load_runs``'s row of one run folder; ``None`` for a folder that holds no run yet
+    and is not listed in ``suite.json``."""
+    run = records.RunDir(suite_dir, run_id)
+    damage = run.damage()
+    try:
+        config = run.read_config() if run.path.is_dir() else None
+        status = None if damage else run.read_status()
+    except records.RecordError:
+        config, status = None, None
+    if config is None:
+        if damage is not None:
+            return _listed_row(
+                suite_dir, run_id, suite_name or suite_dir.name, records.DAMAGED, damage
+            )
+        return _not_started_row(suite_dir, run_id, suite_name) if suite_name is not None else None
+    row = {
+        "run_id": run_id,
+        "suite": config["suite"],
+        "agent": config["agent"],
+        "label": config["label"],
+        "env": config["env"],
+        "seed": config["seed"],
+        "device": config["device"],
+        "steps": config["steps"],
+        "status": records.DAMAGED if damage else status.status if status else "missing",
+        "final_return": status.final_return_mean if status else None,
+        "steps_per_second": status.steps_per_second if status else None,
+        # Seeds trained together with it (its group's throughput is lanes times its
+        # steps_per_second); 1 for a run trained alone.
+        "lanes": status.lanes or 1 if status else 1,
+        "wall_time_s": status.wall_time_s if status else None,
+        "error": damage or (status and (status.error or status.reason)) or "",
+        "path": str(run.path),
+    }
+    row.update({f"config.{k}": v for k, v in config["agent_config"].items()})
+    row.update({f"network.{k}": _cell(v) for k, v in config["network"].items()})
+    return row
 
 
 def load_evaluations(
@@ -143,14 +165,13 @@ def load_run_table(
     """Every run of one or more results folders, whatever its status: :func:`load_runs`'s
     columns plus ``results_dir``, ``source`` (see :func:`source_names`), ``device_name``
     (from the run's provenance) and ``agent_key`` (see :func:`agent_keys`). Runs listed in
-    ``suite.json`` that never started get a row with status ``"not started"``. Returns one
-    row per run, in suite order."""
+    ``suite.json`` that never started get a row with status ``"not started"``, damaged ones
+    status ``"damaged"``. Returns one row per run, in suite order."""
     frames = []
     for folder, source in source_names(paths).items():
         rows = load_runs(folder, only_manifest=only_manifest).to_dict("records")
-        manifest = records.read_json(folder / MANIFEST)
-        listed = manifest.get("runs", []) if isinstance(manifest, dict) else []
-        order = {run_id: i for i, run_id in enumerate(listed)}
+        manifest = records.SuiteManifest.read(folder)
+        order = {run_id: i for i, run_id in enumerate(manifest.runs if manifest else ())}
         rows.sort(key=lambda r: order.get(r["run_id"], len(order)))
         for row in rows:
             provenance = records.read_json(Path(row["path"]) / records.PROVENANCE)
@@ -186,30 +207,55 @@ def agent_keys(runs: pd.DataFrame) -> pd.Series:
     )
 
 
-def reference_table(
-    envs: Iterable[str], catalogue: Catalogue | None = None
-) -> dict[str, ReferenceScores | None]:
-    """Each environment's declared :class:`~rlbench.specs.ReferenceScores`, or ``None``
-    where its plugin declares none (or the environment is unknown here). Loads the plugin
-    catalogue when none is given."""
-    from rlbench.errors import RlbenchError
-    from rlbench.plugins import load_catalogue
-
-    catalogue = catalogue or load_catalogue()
-    table: dict[str, ReferenceScores | None] = {}
-    for env in dict.fromkeys(envs):
-        try:
-            table[env] = catalogue.environment(env).reference
-        except RlbenchError:
-            table[env] = None
+def recorded_references(
+    paths: Path | str | Iterable[Path | str],
+) -> dict[str, records.EnvReference | None]:
+    """The reference scores that ``rlbench run`` recorded in each folder's ``suite.json``
+    (``None`` for an environment that declares none); environments of folders written
+    before they were recorded are absent. The first folder to record an environment wins."""
+    table: dict[str, records.EnvReference | None] = {}
+    for folder in _as_paths(paths):
+        manifest = records.SuiteManifest.read(folder)
+        for env, ref in (manifest.references or {}).items() if manifest else ():
+            table.setdefault(env, ref)
     return table
+
+
+def reference_table(
+    envs: Iterable[str],
+    catalogue: CatalogueSource = None,
+    *,
+    folders: Path | str | Iterable[Path | str] = (),
+) -> dict[str, records.Reference | None]:
+    """Each environment's reference scores, or ``None`` where its plugin declares none (or
+    the environment is unknown here): as recorded in ``folders``' ``suite.json`` at run
+    time, else from the plugins (``catalogue``; the installed plugins when ``None``), loaded
+    only for environments no folder recorded. Each value is a
+    :class:`~rlbench.records.EnvReference`, which also names the declaring plugin."""
+    table: dict[str, records.Reference | None] = {}
+    recorded = recorded_references(folders)
+    missing = [env for env in dict.fromkeys(envs) if env not in recorded]
+    if missing:
+        plugins = _catalogue(catalogue)
+        recorded.update({env: records.EnvReference.declared(plugins, env) for env in missing})
+    for env in dict.fromkeys(envs):
+        table[env] = recorded[env]
+    return table
+
+
+def _catalogue(source: CatalogueSource) -> Catalogue:
+    if source is None:
+        from rlbench.plugins import load_catalogue  # imports torch: only when needed
+
+        return load_catalogue()
+    return source() if callable(source) else source
 
 
 def load_tidy(
     paths: Path | str | Iterable[Path | str],
     *,
-    references: Mapping[str, ReferenceScores | None] | None = None,
-    catalogue: Catalogue | None = None,
+    references: Mapping[str, records.Reference | None] | None = None,
+    catalogue: CatalogueSource = None,
     only_manifest: bool = True,
     runs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -222,8 +268,9 @@ def load_tidy(
     - ``normalized``: ``(return_mean - ref_random) / (ref_solved - ref_random)``;
     - ``final``: True on the run's last evaluation (its final score).
 
-    ``references`` maps environment names to reference scores; by default they come from
-    the installed plugins (``catalogue``, loaded when not given). ``runs`` reuses a table
+    ``references`` maps environment names to reference scores; by default they are those
+    recorded in the folders' ``suite.json`` (see :func:`reference_table`), or those of the
+    plugins (``catalogue``) for older folders. ``runs`` reuses a table
     already read by :func:`load_run_table`. Returns an empty frame when no run completed."""
     runs = load_run_table(paths, only_manifest=only_manifest) if runs is None else runs
     complete = runs[runs["status"] == records.COMPLETE] if not runs.empty else runs
@@ -240,7 +287,7 @@ def load_tidy(
         return pd.DataFrame(columns=[*RUN_COLUMNS, "step", "return_mean", "normalized"])
     tidy = pd.concat(frames, ignore_index=True)
     if references is None:
-        references = reference_table(tidy["env"].unique(), catalogue)
+        references = reference_table(tidy["env"].unique(), catalogue, folders=paths)
     tidy["ref_random"] = (
         tidy["env"]
         .map(lambda e: references[e].random if references.get(e) else np.nan)
@@ -263,6 +310,12 @@ def normalize(score: Any, random: Any, solved: Any) -> Any:
 
 
 def _not_started_row(folder: Path, run_id: str, suite: str) -> dict[str, Any]:
+    return _listed_row(folder, run_id, suite, NOT_STARTED, "listed in suite.json but never started")
+
+
+def _listed_row(folder: Path, run_id: str, suite: str, status: str, error: str) -> dict[str, Any]:
+    """The row of a run known only by its id (its config.json is missing or damaged): what
+    the id tells of it."""
     parts = run_id.split("__")
     label, env, seed, device = [*parts, "", "", "", ""][:4]
     seed_value: Any = int(seed[4:]) if seed.startswith("seed") and seed[4:].isdigit() else None
@@ -275,12 +328,12 @@ def _not_started_row(folder: Path, run_id: str, suite: str) -> dict[str, Any]:
         "seed": seed_value,
         "device": device,
         "steps": None,
-        "status": NOT_STARTED,
+        "status": status,
         "final_return": None,
         "steps_per_second": None,
         "lanes": None,
         "wall_time_s": None,
-        "error": "listed in suite.json but never started",
+        "error": error,
         "path": str(folder / records.RUNS_DIRNAME / run_id),
     }
 

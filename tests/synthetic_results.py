@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from rlbench import records
-from rlbench.executor import MANIFEST
+from rlbench.records import EPISODE_COLUMNS, EVALUATION_COLUMNS, MANIFEST
 from rlbench.runspec import RunSpec
-from rlbench.training import EPISODE_COLUMNS, EVALUATION_COLUMNS
 
 
 @dataclass

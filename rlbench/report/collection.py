@@ -3,7 +3,7 @@ a :class:`ReportData` that the writers (Markdown, tables, figures) only format."
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,12 +12,11 @@ import pandas as pd
 
 from rlbench import records, stats
 from rlbench.errors import RlbenchError
-from rlbench.executor import MANIFEST
+from rlbench.records import MANIFEST
 from rlbench.results import load_run_table, load_tidy, reference_table
 
 if TYPE_CHECKING:
-    from rlbench.plugins import Catalogue
-    from rlbench.specs import ReferenceScores
+    from rlbench.results import CatalogueSource
 
 
 @dataclass
@@ -27,7 +26,7 @@ class ReportData:
     folders: list[Path]
     runs: pd.DataFrame
     tidy: pd.DataFrame
-    references: dict[str, ReferenceScores | None]
+    references: dict[str, records.Reference | None]
     reference_sources: dict[str, str]
     finals: pd.DataFrame
     scores: pd.DataFrame
@@ -63,13 +62,18 @@ def _check_folder(path: Path) -> None:
 def collect(
     results_dirs: Sequence[Path | str],
     *,
-    catalogue: Catalogue | None = None,
+    catalogue: CatalogueSource = None,
     seed: int = stats.DEFAULT_SEED,
     n_resamples: int = stats.DEFAULT_RESAMPLES,
+    warn: Callable[[str], None] | None = None,
 ) -> ReportData:
-    """Load one or more results folders and compute every table of the report. Raises
-    :class:`~rlbench.errors.RlbenchError` for a folder that is not a suite's results folder
-    or holds no run. Returns a :class:`ReportData`."""
+    """Load one or more results folders and compute every table of the report. Reference
+    scores are those recorded in each folder's ``suite.json``; ``catalogue`` (see
+    :data:`rlbench.results.CatalogueSource`) is asked only for folders that recorded none.
+    ``warn`` gets one line per damaged run (left out of every statistic; the runs table
+    lists it). Raises :class:`~rlbench.errors.RlbenchError` for a folder that is not a
+    suite's results folder, holds no run or has a damaged ``suite.json``. Returns a
+    :class:`ReportData`."""
     folders = list(dict.fromkeys(Path(p) for p in results_dirs))
     if not folders:
         raise RlbenchError("no results folder given")
@@ -78,21 +82,14 @@ def collect(
     runs = load_run_table(folders)
     if runs.empty:
         raise RlbenchError(f"no runs found in {', '.join(map(str, folders))}")
-    if catalogue is None:
-        from rlbench.plugins import load_catalogue
-
-        catalogue = load_catalogue()
-    references = reference_table(runs["env"], catalogue)
-    sources = {
-        env: (
-            f"declared by plugin {catalogue.environments[env].plugin.name}"
-            if ref is not None and env in catalogue.environments
-            else "declared"
-            if ref is not None
-            else "none declared"
-        )
-        for env, ref in references.items()
-    }
+    for run in runs[runs["status"] == records.DAMAGED].itertuples(index=False):
+        if warn is not None:
+            warn(
+                f"{run.path}: damaged, left out of the report: {run.error} "
+                "(`rlbench run` of the suite redoes it)"
+            )
+    references = reference_table(runs["env"], catalogue, folders=folders)
+    sources = {env: _reference_source(ref) for env, ref in references.items()}
     tidy = load_tidy(folders, references=references, runs=runs)
     finals = stats.final_scores(tidy)
     kw = {"seed": seed, "n_resamples": n_resamples}
@@ -113,6 +110,13 @@ def collect(
         seed=seed,
         n_resamples=n_resamples,
     )
+
+
+def _reference_source(ref: records.Reference | None) -> str:
+    if ref is None:
+        return "none declared"
+    plugin = getattr(ref, "plugin", "")
+    return f"declared by plugin {plugin}" if plugin else "declared"
 
 
 def no_aggregate_reason(data: ReportData) -> str:

@@ -26,7 +26,7 @@ from rlbench.report.html_page import markdown_to_html
 from rlbench.report.markdown import render_markdown
 
 if TYPE_CHECKING:
-    from rlbench.plugins import Catalogue
+    from rlbench.results import CatalogueSource
 
 RUN_TABLE_COLUMNS = [
     "source",
@@ -51,16 +51,21 @@ def write_report(
     results_dirs: Sequence[Path | str],
     out_dir: Path | None = None,
     *,
-    catalogue: Catalogue | None = None,
+    catalogue: CatalogueSource = None,
     seed: int = stats.DEFAULT_SEED,
     n_resamples: int = stats.DEFAULT_RESAMPLES,
+    warn: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the report of one or more suite results folders: tables (CSV), figures (PNG and
     SVG), ``report.md`` and ``report.html``, into ``out_dir`` (default: the first folder's
-    ``report/``). Reference scores come from ``catalogue`` (default: the installed
-    plugins). Raises :class:`~rlbench.errors.RlbenchError` for a folder without runs.
-    Returns the path of ``report.md``."""
-    data = collect(results_dirs, catalogue=catalogue, seed=seed, n_resamples=n_resamples)
+    ``report/``). Reference scores are those recorded at run time, else ``catalogue``'s
+    (default: the installed plugins); ``warn`` gets a line per damaged run (see
+    :func:`~rlbench.report.collection.collect`). Raises
+    :class:`~rlbench.errors.RlbenchError` for a folder without runs. Returns the path of
+    ``report.md``."""
+    data = collect(
+        results_dirs, catalogue=catalogue, seed=seed, n_resamples=n_resamples, warn=warn
+    )
     out = Path(out_dir) if out_dir is not None else data.folders[0] / REPORT_DIRNAME
     tables_dir, figures_dir = out / TABLES_DIRNAME, out / FIGURES_DIRNAME
     for directory, names in (

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 
 from rlbench import records, stats
-from rlbench.executor import MANIFEST
 from rlbench.report import formatting as fmt
 from rlbench.report.collection import ReportData
 from rlbench.report.files import FIGURES_DIRNAME, TABLES_DIRNAME
@@ -17,26 +16,28 @@ from rlbench.results import NOT_STARTED
 
 
 def _folder_info(folder: Path, runs: pd.DataFrame) -> list[tuple[str, str]]:
-    manifest = records.read_json(folder / MANIFEST) or {}
+    manifest = records.SuiteManifest.read(folder)
     try:
-        suite_file = tomllib.loads((folder / "suite.toml").read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
+        suite_file = tomllib.loads((folder / records.SUITE_SOURCE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, not UTF-8 or not TOML: no description then
         suite_file = {}
     configs = [records.read_json(Path(p) / records.CONFIG) for p in runs["path"]]
     configs = [c for c in configs if isinstance(c, dict)]
     provs = [records.read_json(Path(p) / records.PROVENANCE) for p in runs["path"]]
     provs = [p for p in provs if isinstance(p, dict)]
     rows: list[tuple[str, str]] = [("results folder", f"`{folder}`")]
-    if manifest.get("source_path"):
-        rows.append(("suite file", f"`{manifest['source_path']}` (copy in `suite.toml`)"))
+    if manifest is not None and manifest.source_path:
+        rows.append(("suite file", f"`{manifest.source_path}` (copy in `suite.toml`)"))
     if suite_file.get("description"):
         rows.append(("description", fmt.escape(suite_file["description"])))
     agents = []
     for entry in suite_file.get("agents", []):
+        if not isinstance(entry, dict):
+            continue
         label = entry.get("label") or entry.get("name")
         extra = []
         if entry.get("label"):
-            extra.append(f"agent {entry['name']}")
+            extra.append(f"agent {entry.get('name')}")
         if entry.get("config"):
             extra.append("config " + ", ".join(f"{k}={v}" for k, v in entry["config"].items()))
         if entry.get("network"):
