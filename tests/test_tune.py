@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import itertools
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import matplotlib.figure
 import optuna
 import pytest
+from optuna.distributions import FloatDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from rlbench.errors import SuiteError
+from rlbench.errors import RlbenchError, SuiteError
 from rlbench.suite import load_suite
 from rlbench.tune import (
     Choices,
@@ -29,10 +34,16 @@ from rlbench.tune import (
     TuneJob,
     TuneOverrides,
     count_trials,
+    open_storage,
     parse_dimension,
     resolve_plan,
     tune,
 )
+from rlbench.tune.liveness import OWNERLESS_GRACE_S, WORKER_ATTR, reap_dead_trials
+from rlbench.tune.outputs import finish, save_figures
+from rlbench.tune.storage import ClaimLock
+from rlbench.tune.study import open_study
+from rlbench.tune.workers import claim_trial
 from tests.conftest import REPO, rlbench_cmd
 
 # A dqn small enough that a 200-step run takes well under a second.
@@ -293,6 +304,188 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_on_resume(tmp_path):
     assert "retried after their worker died" in resumed.stdout
 
 
+# ---------------------------------------------------------------- dead workers, exact counts
+
+
+def journal_job(tmp_path: Path, catalogue, trials: int) -> TuneJob:
+    suite = load_suite(tiny_tune(tmp_path), catalogue)
+    plan = resolve_plan(suite, catalogue, TuneOverrides(trials=trials))
+    return TuneJob(plan, StudyLocation(tmp_path / "results", suite.name, "s"))
+
+
+def open_job_study(job: TuneJob) -> tuple[optuna.Study, ClaimLock]:
+    """The study as a worker of ``job`` holds it: one storage, its cache, the claim lock."""
+    storage = open_storage(job.location)
+    lock = ClaimLock(job.location, storage)
+    return open_study(job, storage, lock, 0), lock
+
+
+def dead_worker() -> dict:
+    """The identity a worker process that has exited recorded on its trial."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return {"host": socket.gethostname(), "pid": int(done.stdout), "start": "0"}
+
+
+def test_a_retry_whose_worker_dies_too_counts_once_and_the_study_stops_at_its_total(
+    tmp_path, catalogue
+):
+    """`tune --trials 6` ended with 7 trials after kills: the retry callback appended to
+    the failed retry's retry_history in place, on the reaping worker's cached copy, so that
+    worker counted the retry as retried rather than failed and started a trial too many."""
+    job = journal_job(tmp_path, catalogue, trials=1)
+    study, lock = open_job_study(job)
+    first = study.ask()
+    first.set_user_attr(WORKER_ATTR, dead_worker())
+    with lock:
+        assert reap_dead_trials(study) == [first.number]
+    retry = study.ask()  # the queued retry of the first trial
+    assert study.trials[retry.number].system_attrs["failed_trial"] == first.number
+    retry.set_user_attr(WORKER_ATTR, dead_worker())
+    with lock:
+        assert reap_dead_trials(study) == [retry.number]  # retried once already: not again
+
+    counts = count_trials(study.get_trials(deepcopy=False))
+    assert (counts.failed, counts.retried, counts.finished) == (1, 1, 1), counts
+    assert claim_trial(study, job, lock) == "done"
+    assert len(study.get_trials()) == 2
+
+
+def test_a_running_trial_that_no_worker_claimed_is_retried_after_the_grace_period(
+    tmp_path, catalogue
+):
+    """A kill between study.ask() and recording the worker left a running trial with no
+    owner: the next `tune` said "1 running" and waited for it forever."""
+    job = journal_job(tmp_path, catalogue, trials=2)
+    study, lock = open_job_study(job)
+    orphan = optuna.trial.create_trial(state=TrialState.RUNNING)
+    orphan.datetime_start = datetime.datetime.now() - datetime.timedelta(
+        seconds=OWNERLESS_GRACE_S + 5
+    )
+    study.add_trial(orphan)
+    young = study.ask()  # not claimed yet either, but it may still be: left alone
+
+    claimed = claim_trial(study, job, lock)  # finished 0 + running 2 >= 2 used to wait
+    assert isinstance(claimed, optuna.Trial)
+    trials = study.get_trials()
+    assert trials[claimed.number].system_attrs["failed_trial"] == 0
+    assert trials[0].state == TrialState.FAIL
+    assert "no worker recorded itself on the trial" in trials[0].user_attrs["error"]
+    assert trials[young.number].state == TrialState.RUNNING
+
+
+def test_a_retry_that_completes_carries_nothing_of_the_failed_attempt(tmp_path, catalogue):
+    """A retry inherited the failed trial's user attributes: trials.csv showed a complete
+    trial with error = "worker process ... died during the trial"."""
+    job = journal_job(tmp_path, catalogue, trials=1)
+    study, lock = open_job_study(job)
+    first = study.ask()
+    first.suggest_categorical("batch_size", [16, 32])
+    first.set_user_attr(WORKER_ATTR, dead_worker())
+    first.set_user_attr("scores", [1.0])  # part of the trial's runs had finished
+    retry = claim_trial(study, job, lock)  # reaps the first, then takes its retry
+    assert isinstance(retry, optuna.Trial) and retry.params == first.params
+    study.tell(retry, 3.0)
+
+    finish(study, job)
+    with (job.location.study_dir / "trials.csv").open(newline="") as f:
+        rows = {int(row["number"]): row for row in csv.DictReader(f)}
+    assert "died during the trial" in rows[first.number]["user_attrs_error"]
+    assert rows[retry.number]["state"] == "COMPLETE"
+    assert rows[retry.number]["user_attrs_error"] == ""
+    assert rows[retry.number]["user_attrs_scores"] == ""
+    assert study.trials[retry.number].user_attrs[WORKER_ATTR]["pid"] == os.getpid()
+
+
+def test_a_figure_that_fails_midway_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """tune drew its figures with savefig on the final path: a kill left a 0-byte
+    history.png."""
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    study = optuna.create_study(storage=storage, direction="maximize")
+    for lr, value in [(1e-3, 1.0), (1e-2, 2.0)]:
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": lr},
+                distributions={"lr": FloatDistribution(1e-4, 1e-1, log=True)},
+                value=value,
+            )
+        )
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "history.png").write_bytes(b"the figure of the last run")
+
+    def killed_savefig(self, fname, *args, **kwargs):
+        if isinstance(fname, str | os.PathLike):
+            open(fname, "wb").close()  # what savefig does first on a path: truncate it
+        else:
+            fname.write(b"\x89PNG")
+        raise OSError("killed while drawing")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed_savefig)
+    files, notes = save_figures(study, out)
+    assert files == [] and len(notes) == 3 and all("killed while drawing" in n for n in notes)
+    assert (out / "history.png").read_bytes() == b"the figure of the last run"
+    assert [p.name for p in out.iterdir()] == ["history.png"]  # no empty or temporary file
+
+
+COUNTING_SPACE = """
+    import os
+    from rlbench import hookimpl
+
+    @hookimpl
+    def rlbench_search_space(agent_name):
+        with open(os.environ["SPACE_CALLS"], "a") as calls:
+            calls.write(agent_name + "\\n")
+        return None  # the dqn plugin's space applies
+"""
+
+
+def test_the_search_space_hook_is_asked_once_per_tune_and_validate_and_never_by_run(tmp_path):
+    (tmp_path / "counting_space.py").write_text(textwrap.dedent(COUNTING_SPACE))
+    suite = tmp_path / "tune.toml"
+    text = TINY_TUNE.format(steps=200, eval_interval=100)
+    suite.write_text(text.replace("trials = 3", "trials = 1"))
+    calls, results = tmp_path / "calls.txt", tmp_path / "results"
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+        "SPACE_CALLS": str(calls),
+    }
+
+    def asked(*args: str) -> list[str]:
+        calls.unlink(missing_ok=True)
+        result = rlbench_cmd("-p", "counting_space", *args, env=env)
+        assert result.returncode == 0, result.stderr + result.stdout
+        return calls.read_text().split() if calls.exists() else []
+
+    assert asked("tune", "--suite", str(suite), "--results", str(results)) == ["dqn"]
+    assert asked("validate", str(suite)) == ["dqn"]
+    assert asked("run", str(suite), "--results", str(results), "--no-report") == []
+
+    # validate checks the [tune] table as tune does: one line per problem, exit code 2
+    suite.write_text(suite.read_text().replace("learning_rate =", "lerning_rate ="))
+    bad = rlbench_cmd("validate", str(suite))
+    assert bad.returncode == 2
+    assert bad.stderr.startswith(
+        f"error: {suite}: tune.space.dqn.lerning_rate: unknown hyperparameter (did you mean "
+        "'learning_rate'"
+    ), bad.stderr
+
+
+def test_a_bare_postgresql_url_uses_the_documented_driver():
+    """The README's `--storage postgresql://...` failed with "Failed to import DB access
+    module" with the [tune-postgres] extra (psycopg2) installed: SQLAlchemy 2.1 reads a
+    bare postgresql:// as psycopg 3. Nothing listens on port 1, so opening fails, but on
+    connecting, not on a missing driver."""
+    pytest.importorskip("psycopg2")
+    location = StudyLocation(Path("unused"), "s", "s", "postgresql://u:p@127.0.0.1:1/db")
+    with pytest.raises(RlbenchError) as info:
+        open_storage(location)
+    message = str(info.value)
+    assert message.startswith("--storage: cannot open 'postgresql://u:p@127.0.0.1:1/db': ")
+    assert "not installed" not in message and "import" not in message.lower(), message
+
+
 DIVERGING = """
     import math
     from rlbench import AgentSpec, hookimpl
@@ -382,6 +575,24 @@ def test_two_workers_on_one_postgres_study_reach_exactly_the_total(tmp_path):
     assert len(study.trials) == 6  # nothing lost, nothing duplicated, no surplus trial
     pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
     assert pids <= {w.pid for w in workers}
+
+
+@pytest.mark.postgres
+@pytest.mark.skipif(
+    not os.environ.get("RLBENCH_TEST_POSTGRES_URL"),
+    reason="RLBENCH_TEST_POSTGRES_URL is unset; start a server with scripts/postgres.sh and "
+    "export the URL it prints",
+)
+def test_the_readme_postgresql_url_form_works(tmp_path):
+    """`--storage postgresql://...` as the README writes it (no +driver)."""
+    bare = re.sub(r"^postgresql\+\w+://", "postgresql://", os.environ["RLBENCH_TEST_POSTGRES_URL"])
+    study_name = f"bare-{os.getpid()}-{time.time_ns()}"
+    result = rlbench_cmd(
+        "tune", "--suite", str(tiny_tune(tmp_path)), "--trials", "1", "--storage", bare,
+        "--study-name", study_name, "--results", str(tmp_path / "results"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert f"in {bare};" in result.stdout and "[1/1] trial 0 " in result.stdout
 
 
 OPEN_AT = """
