@@ -32,7 +32,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 # -------------------------------------------------------------------------
 # Registration hooks: called once per catalogue, when rlbench builds it (every command
 # that needs the names of agents, networks or environments: list, validate, run, tune,
-# report; and every worker process of `run -j N` and of `tune`, which builds its own).
+# ...; and every worker process of `run -j N` and of `tune`, which builds its own).
 # -------------------------------------------------------------------------
 
 
