@@ -13,7 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -113,18 +113,26 @@ class AgentContext:
             )
 
 
-class Agent(ABC):
+ConfigT = TypeVar("ConfigT", bound=AgentConfig)
+
+
+class Agent(ABC, Generic[ConfigT]):
     """Base class of every agent.
 
     A subclass sets ``Config`` to its :class:`AgentConfig` subclass and, optionally,
     ``default_network`` to the network (name and options) used when a suite names none.
+    Naming the config class as the type parameter too (``class MyAgent(Agent[MyConfig])``)
+    types ``self.config`` as it; ``class MyAgent(Agent)`` works the same at run time, with
+    ``self.config`` untyped to a type checker.
     """
 
+    # A ClassVar cannot mention ConfigT (type checkers reject it): ``Config`` should be the
+    # class ConfigT names, which the harness instantiates from the suite's values.
     Config: ClassVar[type[AgentConfig]] = AgentConfig
     default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [64, 64]}
 
-    def __init__(self, config: AgentConfig, context: AgentContext) -> None:
-        self.config = config
+    def __init__(self, config: ConfigT, context: AgentContext) -> None:
+        self.config: ConfigT = config
         self.context = context
 
     @abstractmethod
@@ -154,7 +162,7 @@ class Agent(ABC):
         """Restore what :meth:`state_dict` returned."""
 
 
-class LaneAgent(Agent):
+class LaneAgent(Agent[ConfigT]):
     """An agent that trains ``context.lanes`` independent seeds (lanes) as one batched
     computation: stacked parameters, batched matrix products (see :mod:`rlbench.lanes`).
 

@@ -495,7 +495,7 @@ DIVERGING = """
         # NaN loss from step 30 whenever the learning rate is large.
         def observe(self, t):
             metrics = dict(super().observe(t))
-            if self.steps >= 30 and self.cfg.learning_rate > 0.1:
+            if self.steps >= 30 and self.config.learning_rate > 0.1:
                 metrics["loss"] = [math.nan] * self.context.lanes
             return metrics
 

@@ -4,21 +4,24 @@ The reference the blog-post variants are measured against. Defaults are RL Zoo's
 CartPole-v1 settings for Stable-Baselines3's DQN, which solve CartPole in 50k steps.
 
 Like every built-in DQN it trains several seeds at once as lanes of one batched computation
-(stacked networks, one replay buffer and random stream per lane; ``rlbench_dqn.common``),
-and a single run is one lane. Every tensor below carries the lane dimension first.
+(stacked networks, one replay buffer and random stream per lane; :mod:`rlbench_dqn.qagent`),
+and a single run is one lane. The lane dimension is a leading batch dimension that every
+tensor below carries (``[lanes, batch, ...]``); the maths works on the last dimensions, so
+it reads as the single-seed algorithm.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
 
 from rlbench import AgentConfig, AgentContext, Transition
+from rlbench_dqn.config import Fraction, LearningRate, LinearEpsilonConfig
 from rlbench_dqn.qagent import QAgent
-from rlbench_dqn.replay import LaneReplayBuffer
+from rlbench_dqn.replay import LaneReplayBuffer, ReplaySample
 from rlbench_dqn.td import LossName, lane_td_loss, td_targets
 
 #: A training phase gathers its minibatches in chunks of at most this many rows and bytes of
@@ -29,11 +32,18 @@ PHASE_CHUNK_BYTES = 64 * 2**20
 TARGET_PASS_ROWS = 512
 
 
-class DQNConfig(AgentConfig):
-    learning_rate: float = Field(2.3e-3, gt=0)
+class DQNConfig(LinearEpsilonConfig):
+    """dqn's hyperparameters (``gamma`` and ``epsilon_start`` keep
+    :class:`~rlbench_dqn.config.LinearEpsilonConfig`'s defaults)."""
+
+    learning_rate: LearningRate = 2.3e-3
     """Adam learning rate."""
-    gamma: float = Field(0.99, ge=0, le=1)
-    """Discount factor."""
+    loss: LossName = "huber"
+    """TD loss: "huber" (smooth L1, as in the Nature DQN's error clipping) or "mse"."""
+    epsilon_end: Fraction = 0.04
+    """Exploration rate after the decay."""
+    exploration_fraction: Fraction = 0.16
+    """Fraction of the training budget over which epsilon decays linearly."""
     buffer_size: int = Field(100_000, ge=1)
     """Replay capacity in transitions."""
     batch_size: int = Field(64, ge=1)
@@ -46,19 +56,11 @@ class DQNConfig(AgentConfig):
     """Gradient steps per training phase."""
     target_update_interval: int = Field(10, ge=1)
     """Environment steps between copies of the online weights into the target network."""
-    epsilon_start: float = Field(1.0, ge=0, le=1)
-    """Exploration rate at step 0."""
-    epsilon_end: float = Field(0.04, ge=0, le=1)
-    """Exploration rate after the decay."""
-    exploration_fraction: float = Field(0.16, ge=0, le=1)
-    """Fraction of the training budget over which epsilon decays linearly."""
-    loss: LossName = "huber"
-    """TD loss: "huber" (smooth L1, as in the Nature DQN's error clipping) or "mse"."""
     max_grad_norm: float = Field(10.0, gt=0)
     """Gradients are clipped to this global norm."""
 
 
-class DQN(QAgent):
+class DQN(QAgent[DQNConfig]):
     """DQN with experience replay, a target network and linearly decaying epsilon-greedy.
 
     Every ``train_frequency`` environment steps (after ``learning_starts``) it takes
@@ -73,13 +75,23 @@ class DQN(QAgent):
 
     name: ClassVar[str] = "dqn"
 
+    targets_depend_on_online_network: ClassVar[bool] = False
+    """Whether :meth:`targets` reads the online network ``self.q`` (Double DQN's do). If
+    not, a training phase computes all its targets before its first gradient step, in a few
+    large passes; if so, each minibatch's targets are computed at its own step, with the
+    online network as the previous steps left it. A subclass whose :meth:`targets` reads
+    ``self.q`` sets it to True."""
+
     def __init__(self, config: DQNConfig, context: AgentContext) -> None:
         super().__init__(config, context, target_network=True)
-        self.cfg = config
         self.buffer = LaneReplayBuffer.for_agent(config.buffer_size, context)
 
+    def exploration(self) -> list[float]:
+        """The linear schedule's epsilon, the same for every lane (they step in lockstep)."""
+        return [self.config.epsilon_at(self.steps, self.context.total_steps)] * self.lanes
+
     def observe(self, t: Transition) -> Mapping[str, Any]:
-        c = self.cfg
+        c = self.config
         self.buffer.add(t)
         before = self.steps
         self.count_steps(t, sync_every=c.target_update_interval)
@@ -90,52 +102,85 @@ class DQN(QAgent):
         return self.train_phase()
 
     def train_phase(self) -> Mapping[str, Any]:
-        """``gradient_steps`` minibatch steps on uniformly sampled replay.
+        """``gradient_steps`` minibatch steps on uniformly sampled replay; the metrics are
+        each lane's mean loss over the phase."""
+        c = self.config
+        total_loss = torch.zeros(self.lanes, device=self.buffer.obs.device)
+        for minibatch, target in self.phase_minibatches():
+            q_taken = self.q_taken(minibatch.obs, minibatch.action)
+            if target is None:  # targets that read the online network: this step's
+                with torch.no_grad():
+                    target = self.targets(
+                        minibatch.reward, minibatch.next_obs, minibatch.terminated
+                    )
+            loss = lane_td_loss(q_taken, target, c.loss)
+            self.gradient_step(loss, c.max_grad_norm)
+            total_loss += loss.detach()
+        return self.metrics(total_loss / c.gradient_steps)
+
+    def targets(
+        self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
+    ) -> torch.Tensor:
+        """TD targets ``r + gamma * max_a' Q_target(s', a')`` of sampled transitions, without
+        the bootstrap term at a terminal state: ``reward`` and ``terminated`` are ``[lanes,
+        batch]``, ``next_obs`` is ``[lanes, batch, obs_size]``. Called under
+        ``torch.no_grad()``; a variant that changes only the target (Double DQN) overrides it
+        (and sets :attr:`targets_depend_on_online_network` if it reads the online network).
+        """
+        assert self.q_target is not None
+        next_q_max = self.q_target(next_obs).max(dim=-1).values
+        return td_targets(reward, next_q_max, terminated, self.config.gamma)
+
+    # What follows makes a training phase fast without changing what it computes.
+
+    def phase_minibatches(self) -> Iterator[tuple[ReplaySample, torch.Tensor | None]]:
+        """The phase's ``gradient_steps`` minibatches in order, each ``[lanes, batch_size,
+        ...]``, with its TD targets, or ``None`` when they must be computed at their step
+        (:attr:`targets_depend_on_online_network`).
 
         All minibatches of the phase are drawn at once (the same indices, in the same order,
         as one draw per step) and gathered together (in chunks if the observations are
-        large). With the standard :meth:`targets`, the TD targets of all of them come from a
-        few large forward passes of the target network before the first step: the target
-        network does not change during a phase (it is synced between environment steps), so
-        these are the targets each step would compute. A subclass that overrides
-        :meth:`targets` (Double DQN's depend on the online network, which each step changes)
-        gets it called once per minibatch, with the online network of that step.
+        large). Targets that read only the target network come from a few large forward
+        passes before the first step: the target network does not change during a phase (it
+        is synced between environment steps), so these are the targets each step would
+        compute.
         """
-        c = self.cfg
+        c = self.config
         batch = c.batch_size
-        lanes = self.lanes
-        fixed_targets = getattr(self.targets, "__func__", None) is DQN.targets
         idx = self.buffer.sample_indices(batch * c.gradient_steps)
-        row_bytes = 4 * (2 * self.buffer.obs.shape[2] + 4) * lanes
-        chunk_rows = batch * max(
+        per_step = self.targets_depend_on_online_network
+        chunk_rows = self._chunk_rows()
+        for start in range(0, idx.shape[1], chunk_rows):
+            chunk = self.buffer.gather(idx[:, start : start + chunk_rows])
+            steps = chunk.obs.shape[1] // batch
+            if per_step:
+                targets: list[torch.Tensor | None] | torch.Tensor = [None] * steps
+            else:
+                with torch.no_grad():
+                    targets = minibatches(
+                        self.fixed_targets(chunk.reward, chunk.next_obs, chunk.terminated), steps
+                    )
+            # Minibatch-major, so that minibatch j is one contiguous [lanes, batch, ...] block
+            # where a network reads it; the fields no network reads here stay views.
+            target_inputs = minibatches if per_step else minibatch_views
+            split = ReplaySample(
+                obs=minibatches(chunk.obs, steps),
+                action=minibatches(chunk.action, steps),
+                reward=target_inputs(chunk.reward, steps),
+                next_obs=target_inputs(chunk.next_obs, steps),
+                terminated=target_inputs(chunk.terminated, steps),
+            )
+            for j in range(steps):
+                yield ReplaySample(*(field[j] for field in split)), targets[j]
+
+    def _chunk_rows(self) -> int:
+        """Rows per lane of replay one chunk of a phase gathers: a whole number of
+        minibatches within ``PHASE_CHUNK_ROWS`` and ``PHASE_CHUNK_BYTES``."""
+        batch = self.config.batch_size
+        row_bytes = 4 * (2 * self.buffer.obs.shape[2] + 4) * self.lanes
+        return batch * max(
             1, min(PHASE_CHUNK_ROWS // batch, PHASE_CHUNK_BYTES // (row_bytes * batch))
         )
-        total = torch.zeros(lanes, device=self.buffer.obs.device)
-        for start in range(0, idx.shape[1], chunk_rows):
-            obs, action, reward, next_obs, terminated = self.buffer.gather(
-                idx[:, start : start + chunk_rows]
-            )
-            steps = obs.shape[1] // batch
-            if fixed_targets:
-                with torch.no_grad():
-                    targets = minibatches(self.fixed_targets(reward, next_obs, terminated), steps)
-            else:
-                reward, next_obs, terminated = (
-                    minibatches(x, steps) for x in (reward, next_obs, terminated)
-                )
-            # Minibatch-major, so that minibatch j is one contiguous [lanes, batch, ...] block.
-            obs, action = minibatches(obs, steps), minibatches(action, steps)
-            for j in range(steps):
-                q_taken = self.q(obs[j]).gather(2, action[j].unsqueeze(2)).squeeze(2)
-                if fixed_targets:
-                    target = targets[j]
-                else:
-                    with torch.no_grad():
-                        target = self.targets(reward[j], next_obs[j], terminated[j])
-                loss = lane_td_loss(q_taken, target, c.loss)
-                self.gradient_step(loss, c.max_grad_norm)
-                total += loss.detach()
-        return self.metrics(total / c.gradient_steps)
 
     def fixed_targets(
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
@@ -156,19 +201,13 @@ class DQN(QAgent):
             dim=1,
         )
 
-    def targets(
-        self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
-    ) -> torch.Tensor:
-        """TD targets ``r + gamma * max_a' Q_target(s', a')`` of sampled transitions, without
-        the bootstrap term at a terminal state: ``reward`` and ``terminated`` are ``[lanes,
-        batch]``, ``next_obs`` is ``[lanes, batch, obs_size]``. Called under
-        ``torch.no_grad()``; a variant that changes only the target (Double DQN) overrides it.
-        """
-        next_q_max = self.q_target(next_obs).max(dim=-1).values
-        return td_targets(reward, next_q_max, terminated, self.cfg.gamma)
-
 
 def minibatches(x: torch.Tensor, steps: int) -> torch.Tensor:
     """``[lanes, steps * batch, ...]`` as ``[steps, lanes, batch, ...]``, contiguous."""
+    return minibatch_views(x, steps).contiguous()
+
+
+def minibatch_views(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[lanes, steps * batch, ...]`` as ``[steps, lanes, batch, ...]``: a view, no copy."""
     lanes, rows = x.shape[:2]
-    return x.reshape(lanes, steps, rows // steps, *x.shape[2:]).transpose(0, 1).contiguous()
+    return x.reshape(lanes, steps, rows // steps, *x.shape[2:]).transpose(0, 1)

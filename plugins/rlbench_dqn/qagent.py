@@ -10,31 +10,32 @@ computes exactly what a one-lane agent of seed ``k`` does (see :mod:`rlbench.lan
 from __future__ import annotations
 
 import copy
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
-from rlbench import AgentConfig, AgentContext, LaneAgent, Transition
+from rlbench import AgentContext, LaneAgent, Transition
 from rlbench.lanes import stack_networks
-from rlbench_dqn.exploration import lane_epsilon_greedy, linear_schedule
+from rlbench_dqn.config import QAgentConfig
+from rlbench_dqn.exploration import lane_epsilon_greedy
 from rlbench_dqn.fastpath import adam
 from rlbench_dqn.spaces import discrete_actions, flat_size
 
+QConfigT = TypeVar("QConfigT", bound=QAgentConfig)
 
-class QAgent(LaneAgent):
+
+class QAgent(LaneAgent[QConfigT]):
     """What every agent of the family shares: an online Q-network (and, with
     ``target_network=True``, a frozen copy for targets), stacked over the lanes; fused Adam;
-    epsilon-greedy acting; and saving/loading all of it. Subclasses define their config and
-    :meth:`observe`.
-
-    :attr:`epsilon` is the linear schedule from ``epsilon_start`` to ``epsilon_end`` over
-    ``exploration_fraction`` of the budget; an agent with another schedule overrides
-    :meth:`exploration` (see ``replay_dqn``, whose epsilon decays per episode, per lane)."""
+    epsilon-greedy acting; and saving/loading all of it. Subclasses define their config (a
+    :class:`~rlbench_dqn.config.QAgentConfig`), their exploration schedule
+    (:meth:`exploration`) and :meth:`observe`."""
 
     name: ClassVar[str] = "dqn"
 
-    def __init__(self, config: AgentConfig, context: AgentContext, *, target_network: bool) -> None:
+    def __init__(self, config: QConfigT, context: AgentContext, *, target_network: bool) -> None:
         super().__init__(config, context)
         self.num_actions = discrete_actions(self.name, context.action_space)
         assert context.make_lane_networks is not None
@@ -60,15 +61,9 @@ class QAgent(LaneAgent):
     def lanes(self) -> int:
         return self.context.lanes
 
-    @property
-    def epsilon(self) -> float:
-        c = self.config
-        decay_steps = int(c.exploration_fraction * self.context.total_steps)
-        return linear_schedule(self.steps, c.epsilon_start, c.epsilon_end, decay_steps)
-
+    @abstractmethod
     def exploration(self) -> Sequence[float]:
-        """Each lane's exploration rate for :meth:`act` (the same schedule for all here)."""
-        return [self.epsilon] * self.lanes
+        """Each lane's exploration rate for :meth:`act` now."""
 
     def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
         with torch.no_grad():
@@ -77,10 +72,10 @@ class QAgent(LaneAgent):
         return lane_epsilon_greedy(q_values, epsilon, self.context.lane_rngs)
 
     def q_taken(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """``Q(s, a)`` of the online network: ``obs`` ``[lanes, n, ...]``, ``action``
+        """``Q(s, a)`` of the online network: ``obs`` ``[lanes, n, *obs_shape]``, ``action``
         ``[lanes, n]``; returns ``[lanes, n]``."""
-        q_values = self.q(obs.flatten(2))
-        return q_values.gather(2, action.long().unsqueeze(2)).squeeze(2)
+        q_values = self.q(obs.flatten(2))  # [lanes, n, actions]
+        return q_values.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
 
     def count_steps(self, t: Transition, sync_every: int | None = None) -> None:
         """Advance the step counter by this transition's environments and, when the count

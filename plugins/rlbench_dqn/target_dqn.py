@@ -12,28 +12,28 @@ import torch
 from pydantic import Field
 
 from rlbench import AgentConfig, AgentContext, Transition
+from rlbench_dqn.config import Discount, Fraction, LearningRate, LinearEpsilonConfig
 from rlbench_dqn.qagent import QAgent
 from rlbench_dqn.td import LossName, lane_td_loss, td_targets
 
 
-class TargetDQNConfig(AgentConfig):
-    learning_rate: float = Field(1e-3, gt=0)
+class TargetDQNConfig(LinearEpsilonConfig):
+    """target_dqn's hyperparameters (``epsilon_end`` and ``exploration_fraction`` keep
+    :class:`~rlbench_dqn.config.LinearEpsilonConfig`'s defaults)."""
+
+    learning_rate: LearningRate = 1e-3
     """Adam learning rate (post: 0.001)."""
-    gamma: float = Field(0.99, ge=0, le=1)
+    gamma: Discount = 0.99
     """Discount factor (the post leaves it unset; 0.99 as in the other posts)."""
-    target_update_interval: int = Field(500, ge=1)
-    """Environment steps between copies of the online weights into the target network."""
     loss: LossName = "mse"
     """TD loss: "mse" (post) or "huber" (smooth L1)."""
-    epsilon_start: float = Field(1.0, ge=0, le=1)
+    epsilon_start: Fraction = 1.0
     """Exploration rate at step 0. The post acts greedily: set both epsilons to 0 for that."""
-    epsilon_end: float = Field(0.05, ge=0, le=1)
-    """Exploration rate after the decay."""
-    exploration_fraction: float = Field(0.1, ge=0, le=1)
-    """Fraction of the training budget over which epsilon decays linearly."""
+    target_update_interval: int = Field(500, ge=1)
+    """Environment steps between copies of the online weights into the target network."""
 
 
-class TargetDQN(QAgent):
+class TargetDQN(QAgent[TargetDQNConfig]):
     """Online DQN with a target network: one gradient step per transition, targets from a
     frozen copy of the network that is synced every ``target_update_interval`` steps.
 
@@ -64,15 +64,18 @@ class TargetDQN(QAgent):
 
     def __init__(self, config: TargetDQNConfig, context: AgentContext) -> None:
         super().__init__(config, context, target_network=True)
-        self.cfg = config
+
+    def exploration(self) -> list[float]:
+        """The linear schedule's epsilon, the same for every lane (they step in lockstep)."""
+        return [self.config.epsilon_at(self.steps, self.context.total_steps)] * self.lanes
 
     def observe(self, t: Transition) -> Mapping[str, Any]:
         q_taken = self.q_taken(t.obs, t.action)
         with torch.no_grad():
             assert self.q_target is not None
             next_q_max = self.q_target(t.next_obs.flatten(2)).max(dim=-1).values
-            target = td_targets(t.reward, next_q_max, t.terminated, self.cfg.gamma)
-        loss = lane_td_loss(q_taken, target, self.cfg.loss)
+            target = td_targets(t.reward, next_q_max, t.terminated, self.config.gamma)
+        loss = lane_td_loss(q_taken, target, self.config.loss)
         self.gradient_step(loss)
-        self.count_steps(t, sync_every=self.cfg.target_update_interval)
+        self.count_steps(t, sync_every=self.config.target_update_interval)
         return self.metrics(loss)

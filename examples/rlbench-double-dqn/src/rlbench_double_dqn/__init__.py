@@ -9,7 +9,8 @@ overestimation. Double DQN splits the two: the online network chooses
 
 Everything else (replay, target-network sync, epsilon schedule, loss, optimizer,
 hyperparameters and their defaults) is rlbench's built-in ``dqn``, so this package
-subclasses it and overrides the one method that computes TD targets.
+subclasses it, overrides the one method that computes TD targets, and declares that its
+targets read the online network (so DQN computes them at each gradient step).
 
 rlbench finds this module through the entry point in ``pyproject.toml``::
 
@@ -23,8 +24,8 @@ from typing import ClassVar
 
 import torch
 from rlbench import AgentConfig, AgentSpec, hookimpl
-from rlbench_dqn.common import td_targets
 from rlbench_dqn.dqn import DQN, DQNConfig
+from rlbench_dqn.td import td_targets
 
 
 class DoubleDQNConfig(DQNConfig):
@@ -37,11 +38,15 @@ class DoubleDQN(DQN):
     the target network value it.
 
     Identical to rlbench's ``dqn`` (replay, target network, linearly decaying epsilon-greedy,
-    Huber loss, gradient clipping) except for :meth:`targets`.
+    Huber loss, gradient clipping) except for :meth:`targets`, which reads the online network
+    (hence ``targets_depend_on_online_network``).
     """
 
     Config: ClassVar[type[AgentConfig]] = DoubleDQNConfig
     name: ClassVar[str] = "double_dqn"  # used in error messages
+    # The online network chooses the next action, and it changes at every gradient step:
+    # DQN computes these targets per minibatch, not all of a training phase's ahead.
+    targets_depend_on_online_network: ClassVar[bool] = True
 
     def targets(
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
@@ -53,7 +58,7 @@ class DoubleDQN(DQN):
         trains several seeds at once as lanes; a single run has one)."""
         next_action = self.q(next_obs).argmax(dim=-1, keepdim=True)  # online network chooses
         next_q = self.q_target(next_obs).gather(-1, next_action).squeeze(-1)  # target values
-        return td_targets(reward, next_q, terminated, self.cfg.gamma)
+        return td_targets(reward, next_q, terminated, self.config.gamma)
 
 
 @hookimpl
