@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 import pandas as pd
@@ -14,14 +14,18 @@ from rich.console import Console
 from rich.table import Table
 
 from rlbench import __version__, records
+from rlbench.defaults import DEFAULT_LANES
 from rlbench.errors import RlbenchError
-from rlbench.executor import DEFAULT_LANES, default_jobs, lane_groups, run_suite
-from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.progress import SuiteProgress
 from rlbench.results import load_runs, summary_table
-from rlbench.runspec import RunSpec, expand
-from rlbench.suite import Suite, load_suite
 from rlbench.suite_lock import SuiteLock
+
+# The executor, plugins, run specs and suites import torch and gymnasium: each command
+# imports what it needs, so that `rlbench report` and `rlbench --help` start without them.
+if TYPE_CHECKING:
+    from rlbench.plugins import Catalogue
+    from rlbench.runspec import RunSpec
+    from rlbench.suite import Suite
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -37,6 +41,8 @@ class _Options:
         self.plugins = plugins
 
     def catalogue(self) -> Catalogue:
+        from rlbench.plugins import load_catalogue
+
         try:
             catalogue = load_catalogue(autoload=self.autoload, extra_plugins=self.plugins)
         except RlbenchError as exc:
@@ -177,6 +183,10 @@ def run_command(
 
     Completed runs are skipped (unless --force); failed and interrupted ones are redone.
     """
+    from rlbench.executor import run_suite
+    from rlbench.runspec import expand
+    from rlbench.suite import load_suite
+
     try:
         catalogue = options.catalogue()
         suite = load_suite(suite_file, catalogue)
@@ -189,6 +199,8 @@ def run_command(
         suite_dir = _suite_dir(results_root, suite, runs)
         lock = SuiteLock(suite_dir)
         with lock:
+            damaged = records.damaged_runs(suite_dir, [spec.run_id for spec in runs])
+            _warn([f"{run_id}: damaged ({why}); it is redone" for run_id, why in damaged.items()])
             with SuiteProgress(console, total=len(runs), already_complete=0) as display:
                 result = run_suite(
                     suite,
@@ -269,6 +281,8 @@ def _os_problem(exc: OSError) -> str:
 
 
 def _parse_jobs(value: str, runs: int) -> int:
+    from rlbench.executor import default_jobs
+
     if value == "auto":
         return default_jobs(runs)
     try:
@@ -316,6 +330,10 @@ def _write_report(suite_dir: Path, catalogue: Catalogue) -> None:
 @click.pass_obj
 def validate_command(options: _Options, suite_file: Path) -> None:
     """Check SUITE_FILE completely and show the runs it expands into, without running."""
+    from rlbench.executor import lane_groups
+    from rlbench.runspec import expand
+    from rlbench.suite import load_suite
+
     try:
         catalogue = options.catalogue()
         suite = load_suite(suite_file, catalogue)
@@ -403,7 +421,13 @@ def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: P
     from rlbench.report import rich_score_table, write_report
 
     try:
-        path = write_report(list(results_dirs), out_dir, catalogue=options.catalogue())
+        # The plugins (torch) are loaded only for folders that recorded no reference scores.
+        path = write_report(
+            list(results_dirs),
+            out_dir,
+            catalogue=options.catalogue,
+            warn=lambda line: _warn([line]),
+        )
     except RlbenchError as exc:
         _fail(str(exc))
         return
@@ -499,7 +523,7 @@ def tune_command(
 
     from rlbench import tune as tuning
     from rlbench.executor import default_threads
-    from rlbench.suite import NAME_PATTERN
+    from rlbench.suite import NAME_PATTERN, load_suite
 
     suite_file = suite_file or tuning.default_suite_file()
     try:

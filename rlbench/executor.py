@@ -26,15 +26,13 @@ from typing import Any
 import torch
 
 from rlbench import records
+from rlbench.defaults import DEFAULT_LANES
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.runspec import RunSpec
 from rlbench.suite import Suite
 from rlbench.training import RunOutcome, execute_lanes, lane_key, supports_lanes
 
 EventHandler = Callable[[str, str, Mapping[str, Any]], None]
-#: The most seeds trained together by default: 16 lanes of the CartPole DQN keep one core
-#: busy with matrix products, where one lane leaves it mostly waiting on Python.
-DEFAULT_LANES = 16
 
 
 @dataclass

@@ -541,10 +541,7 @@ class RunDir:
         atomic_write_bytes(self.file(WEIGHTS), buffer.getvalue())
 
     def clear(self) -> None:
-        """Remove the files of an earlier attempt (before redoing the run), and a file
-        lying where the run's folder belongs."""
-        if self.path.is_file() or self.path.is_symlink():
-            self.path.unlink()
+        """Remove the files of an earlier attempt (before redoing the run)."""
         if self.path.is_dir():
             for child in self.path.iterdir():
                 if child.is_file():

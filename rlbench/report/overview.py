@@ -277,6 +277,7 @@ def section_not_complete(data: ReportData) -> list[str]:
         records.SKIPPED: "could not start here (e.g. its device is missing)",
         records.RUNNING: "was interrupted (its status still says running)",
         NOT_STARTED: "is listed in suite.json but was never started",
+        records.DAMAGED: "has a file that is missing or does not parse (the reason names it)",
     }
     lines += [
         fmt.md_table(
