@@ -435,6 +435,37 @@ def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: P
     console.print(f"Report: {path}", markup=False, highlight=False)
 
 
+
+@cli.command("evaluate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--episodes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Episodes to play [default: the run's eval_episodes, its final evaluation's].",
+)
+@click.pass_obj
+def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> None:
+    """Evaluate the weights a run saved (RUN_DIR: results/SUITE/runs/RUN_ID).
+
+    The agent is rebuilt from the run's config.json, loads weights.pt and plays greedily
+    under the run's evaluation protocol (same environment, episode seeds and step limit).
+    """
+    from rlbench.saved_agent import evaluate_saved
+
+    try:
+        result = evaluate_saved(run_dir, options.catalogue(), episodes=episodes)
+    except RlbenchError as exc:
+        _fail(str(exc))
+    # The mean in full: the same digits as the run's evaluations.csv.
+    console.print(
+        f"return {result['return_mean']!r} ± {result['return_std']:.2f} over "
+        f"{result['episodes']} episodes (min {result['return_min']:g}, max "
+        f"{result['return_max']:g}; mean length {result['length_mean']:.1f})",
+        markup=False,
+        highlight=False,
+    )
+
 @cli.command("tune")
 @click.option(
     "--suite",

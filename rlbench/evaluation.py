@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from rlbench.agent import Agent, OneLane
+from rlbench.stepping import env_action
 
 
 class _Acts(Protocol):
@@ -59,7 +60,7 @@ def evaluate_lanes(
     ``[lanes, 1, *obs_shape]``): lane ``k`` plays on ``envs[k]`` with base seed
     ``base_seeds[k]``. Returns one result per lane."""
     lanes = len(envs)
-    discrete = isinstance(envs[0].action_space, gym.spaces.Discrete)
+    to_env = env_action(envs[0].action_space)
     returns = np.zeros((lanes, episodes))
     lengths = np.zeros((lanes, episodes), dtype=np.int64)
     with torch.inference_mode():
@@ -77,9 +78,7 @@ def evaluate_lanes(
                 actions = agent.act(obs_t, greedy=True)[:, 0].cpu().numpy()
                 still = []
                 for k in playing:
-                    o, reward, terminated, truncated, _ = envs[k].step(
-                        actions[k].item() if discrete else actions[k]
-                    )
+                    o, reward, terminated, truncated, _ = envs[k].step(to_env(actions[k]))
                     obs[k] = o
                     total[k] += float(reward)
                     length[k] += 1

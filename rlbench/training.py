@@ -6,6 +6,13 @@ one configuration that differ only in their seed, as one :class:`~rlbench.agent.
 (a single run is one lane; a plain :class:`~rlbench.agent.Agent` is wrapped as one lane),
 each lane with its own environments, evaluation environment and records.
 
+The loop (:func:`_train`) acts, steps every lane's environments once
+(:class:`~rlbench.stepping.LaneEnvs`, where the agent's action becomes what the environment
+receives), hands the agent the :class:`~rlbench.agent.Transition`, and gives each lane's
+:class:`LaneRecord` its finished episodes and metrics; every ``eval_interval`` steps it
+evaluates all lanes at once. A :class:`LaneRecord` writes its run's files and status: a lane
+whose metric is not finite is recorded as diverged and stops being recorded, the others go on.
+
 Seeding. For each lane, one ``numpy.random.SeedSequence(seed)`` is split into independent
 streams: the agent's generator, the training environments' reset seeds, and the evaluation
 environment's; the lane's networks are initialised from ``torch.manual_seed(seed)``.
@@ -36,6 +43,7 @@ from rlbench.devices import unavailable_reason
 from rlbench.evaluation import evaluate_lanes
 from rlbench.plugins import Catalogue
 from rlbench.runspec import RunSpec
+from rlbench.stepping import Episode, LaneEnvs
 
 #: ``callback(event, run_id, payload)``; events: "start", "step", "eval", "end".
 ProgressCallback = Callable[[str, str, Mapping[str, Any]], None]
@@ -187,64 +195,149 @@ def execute_lanes(
             raise ValueError("execute_lanes: the runs must differ only in their seed")
         if not supports_lanes(specs[0], catalogue):
             raise ValueError(f"execute_lanes: agent {specs[0].agent!r} does not train in lanes")
-    run_dirs = [records.RunDir(suite_dir, s.run_id) for s in specs]
     notify = progress or (lambda *_: None)
-    for spec, run_dir in zip(specs, run_dirs, strict=True):
-        run_dir.clear()
-        run_dir.write_json(records.CONFIG, spec.to_json())
-        notify("start", spec.run_id, {"steps": spec.steps})
+    lanes = [LaneRecord(s, records.RunDir(suite_dir, s.run_id), notify) for s in specs]
+    for lane in lanes:
+        lane.start()
 
     spec = specs[0]
     skip = unavailable_reason(spec.device)
     if skip is not None:
-        outcomes = []
-        for s, run_dir in zip(specs, run_dirs, strict=True):
-            run_dir.write_status(records.SKIPPED, reason=skip)
-            notify("end", s.run_id, {"status": records.SKIPPED, "error": skip})
-            outcomes.append(RunOutcome(s.run_id, records.SKIPPED, error=skip))
-        return outcomes
+        return [lane.skip(skip) for lane in lanes]
     if spec.unavailable:
-        return [
-            _fail(run_dir, s, s.unavailable, "", 0.0, notify)
-            for s, run_dir in zip(specs, run_dirs, strict=True)
-        ]
+        return [lane.fail(lane.spec.unavailable) for lane in lanes]
 
     versions = provenance.collect(spec.device, catalogue.plugin_versions())
-    for run_dir in run_dirs:
-        run_dir.write_json(records.PROVENANCE, {**versions, "lanes": len(specs)})
-        run_dir.write_status(records.RUNNING)
+    for lane in lanes:
+        lane.run_dir.write_json(records.PROVENANCE, {**versions, "lanes": len(specs)})
+        lane.run_dir.write_status(records.RUNNING)
     started = time.perf_counter()
     try:
-        return _train(specs, run_dirs, catalogue, notify, started)
+        return _train(lanes, catalogue, started)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
         message = " ".join(f"{type(exc).__name__}: {exc}".split())
         trace = traceback.format_exc()
-        outcomes = []
-        for s, run_dir in zip(specs, run_dirs, strict=True):
-            earlier = run_dir.status() or {}
-            if earlier.get("status") == records.FAILED:  # a lane that diverged before: kept
-                outcomes.append(RunOutcome(s.run_id, records.FAILED, error=earlier["error"]))
-            else:
-                outcomes.append(_fail(run_dir, s, message, trace, started, notify))
-        return outcomes
+        # A lane that diverged before keeps its own error.
+        return [
+            lane.outcome if lane.diverged else lane.fail(message, trace, started)
+            for lane in lanes
+        ]
 
 
-def _fail(
-    run_dir: records.RunDir,
-    spec: RunSpec,
-    message: str,
-    trace: str,
-    started: float,
-    notify: ProgressCallback,
-) -> RunOutcome:
-    wall = time.perf_counter() - started if started else 0.0
-    if trace:
-        records.atomic_write_text(run_dir.file(records.ERROR), trace)
-    run_dir.write_status(records.FAILED, error=message, wall_time_s=round(wall, 3))
-    notify("end", spec.run_id, {"status": records.FAILED, "error": message})
-    return RunOutcome(spec.run_id, records.FAILED, wall_time_s=wall, error=message)
+class LaneRecord:
+    """One run (a lane of its group) as it trains: what it has recorded so far, the files
+    they go to, and how it ended (:attr:`outcome`, ``None`` while it is live)."""
+
+    def __init__(self, spec: RunSpec, run_dir: records.RunDir, notify: ProgressCallback) -> None:
+        self.spec = spec
+        self.run_dir = run_dir
+        self.notify = notify
+        self.episodes: list[Episode] = []
+        self.evaluations: list[dict[str, Any]] = []
+        #: One row per evaluation: each metric's mean over the steps since the last one.
+        self.metric_rows: list[dict[str, Any]] = []
+        self._metric_sums: dict[str, float] = {}
+        self._metric_counts: dict[str, int] = {}
+        self.outcome: RunOutcome | None = None
+        self.diverged = False
+
+    @property
+    def live(self) -> bool:
+        return self.outcome is None
+
+    def start(self) -> None:
+        """Forget an earlier attempt's files and record the run's config."""
+        self.run_dir.clear()
+        self.run_dir.write_json(records.CONFIG, self.spec.to_json())
+        self.notify("start", self.spec.run_id, {"steps": self.spec.steps})
+
+    def add_metric(self, key: str, value: Any, step: int, started: float) -> None:
+        """``value`` of metric ``key`` from the transition that brought training to
+        ``step``; a non-finite one (NaN, inf) fails the lane as diverged."""
+        if not self.live:
+            return
+        value = float(value)
+        if not math.isfinite(value):
+            message = f"training diverged at step {step}: {key} = {value}"
+            self.fail(f"{DivergedError.__name__}: {message}", _diverged_trace(message), started)
+            self.diverged = True
+            return
+        self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value
+        self._metric_counts[key] = self._metric_counts.get(key, 0) + 1
+
+    def add_evaluation(self, step: int, result: Mapping[str, Any], wall_time_s: float) -> None:
+        """Record the evaluation at ``step`` and the metrics' means since the last one, and
+        write the run's records so far."""
+        self.evaluations.append({"step": step, **result, "wall_time_s": wall_time_s})
+        sums, counts = self._metric_sums, self._metric_counts
+        if counts:
+            self.metric_rows.append({"step": step, **{k: sums[k] / counts[k] for k in sums}})
+            sums.clear()
+            counts.clear()
+        self.run_dir.write_csv(records.EVALUATIONS, EVALUATION_COLUMNS, self.evaluations)
+        self.run_dir.write_csv(records.EPISODES, EPISODE_COLUMNS, self.episodes)
+        if self.metric_rows:
+            names = sorted({k for row in self.metric_rows for k in row} - {"step"})
+            self.run_dir.write_csv(records.METRICS, ["step", *names], self.metric_rows)
+        payload = {"step": step, "return_mean": result["return_mean"]}
+        self.notify("eval", self.spec.run_id, payload)
+
+    def complete(
+        self,
+        weights: Mapping[str, Any],
+        *,
+        env_steps: int,
+        wall_time_s: float,
+        train_time_s: float,
+        eval_time_s: float,
+        lanes: int,
+    ) -> RunOutcome:
+        """Save the weights, then the status that makes the run complete (written last)."""
+        self.run_dir.save_weights(weights)
+        final = self.evaluations[-1]
+        self.run_dir.write_status(
+            records.COMPLETE,
+            env_steps=env_steps,
+            wall_time_s=round(wall_time_s, 3),
+            train_time_s=round(train_time_s, 3),
+            eval_time_s=round(eval_time_s, 3),
+            steps_per_second=round(env_steps / train_time_s, 1),
+            lanes=lanes,
+            final_return_mean=final["return_mean"],
+            final_return_std=final["return_std"],
+            episodes=len(self.episodes),
+        )
+        self.outcome = RunOutcome(
+            self.spec.run_id,
+            records.COMPLETE,
+            final_return=final["return_mean"],
+            wall_time_s=wall_time_s,
+            steps_per_second=env_steps / train_time_s,
+        )
+        payload = {"status": records.COMPLETE, "final_return": final["return_mean"]}
+        self.notify("end", self.spec.run_id, payload)
+        return self.outcome
+
+    def fail(self, message: str, trace: str = "", started: float = 0.0) -> RunOutcome:
+        """Record the run as failed with ``message`` (one line) and ``trace`` (the
+        traceback, for ``error.txt``); ``started`` is when training started (0: it did
+        not)."""
+        wall = time.perf_counter() - started if started else 0.0
+        if trace:
+            records.atomic_write_text(self.run_dir.file(records.ERROR), trace)
+        self.run_dir.write_status(records.FAILED, error=message, wall_time_s=round(wall, 3))
+        self.notify("end", self.spec.run_id, {"status": records.FAILED, "error": message})
+        self.outcome = RunOutcome(self.spec.run_id, records.FAILED, wall_time_s=wall, error=message)
+        return self.outcome
+
+    def skip(self, reason: str) -> RunOutcome:
+        """Record that the run cannot start here (e.g. no CUDA), and why."""
+        self.run_dir.write_status(records.SKIPPED, reason=reason)
+        self.notify("end", self.spec.run_id, {"status": records.SKIPPED, "error": reason})
+        self.outcome = RunOutcome(self.spec.run_id, records.SKIPPED, error=reason)
+        return self.outcome
 
 
 def _diverged_trace(message: str) -> str:
@@ -256,191 +349,115 @@ def _diverged_trace(message: str) -> str:
         return traceback.format_exc()
 
 
-def _train(
-    specs: list[RunSpec],
-    run_dirs: list[records.RunDir],
-    catalogue: Catalogue,
-    notify: ProgressCallback,
-    started: float,
-) -> list[RunOutcome]:
+class _Evaluator:
+    """The greedy evaluation of every lane (protocol: :mod:`rlbench.evaluation`), recorded
+    in the live lanes, and the time spent on it (which is not training time)."""
+
+    def __init__(
+        self,
+        agent: LaneAgent | OneLane,
+        envs: Sequence[gym.Env],
+        base_seeds: Sequence[int],
+        spec: RunSpec,
+        started: float,
+    ) -> None:
+        self.agent, self.envs, self.base_seeds = agent, envs, base_seeds
+        self.spec, self.started = spec, started
+        self.seconds = 0.0
+
+    def __call__(self, step: int, lanes: Sequence[LaneRecord]) -> None:
+        t0 = time.perf_counter()
+        results = evaluate_lanes(
+            self.agent,
+            self.envs,
+            episodes=self.spec.eval_episodes,
+            base_seeds=self.base_seeds,
+            device=torch.device(self.spec.device),
+            max_episode_steps=self.spec.eval_max_episode_steps,
+        )
+        self.seconds += time.perf_counter() - t0
+        wall = round(time.perf_counter() - self.started, 3)
+        for lane, result in zip(lanes, results, strict=True):
+            if lane.live:
+                lane.add_evaluation(step, result, wall)
+
+
+def _train(lanes: list[LaneRecord], catalogue: Catalogue, started: float) -> list[RunOutcome]:
+    """Train the lanes' runs for their budget, evaluating every ``eval_interval`` steps, and
+    record each lane; a lane that diverges stops being recorded, the others go on."""
+    specs = [lane.spec for lane in lanes]
     spec = specs[0]
-    lanes = len(specs)
-    agent_config = catalogue.agent(spec.agent).config_model.model_validate(spec.agent_config)
-    num_envs = agent_config.num_envs
+    config = catalogue.agent(spec.agent).config_model.model_validate(spec.agent_config)
     seed_everything(spec.seed)
-    streams = [seed_streams(s.seed, num_envs) for s in specs]
+    streams = [seed_streams(s.seed, config.num_envs) for s in specs]
     env_spec = catalogue.environment(spec.env)
-    envs = [[env_spec.create(**spec.env_kwargs) for _ in range(num_envs)] for _ in specs]
+    envs = LaneEnvs(
+        [[env_spec.create(**spec.env_kwargs) for _ in range(config.num_envs)] for _ in specs]
+    )
     eval_envs = [env_spec.create(**spec.env_kwargs) for _ in specs]
     device = torch.device(spec.device)
     try:
-        built = build_agent(specs, catalogue, agent_config, envs[0][0], [s[0] for s in streams])
-        agent: Any = built if isinstance(built, LaneAgent) else OneLane(built)
-        discrete = isinstance(envs[0][0].action_space, gym.spaces.Discrete)
-
-        obs = np.stack(
-            [
-                np.stack([env.reset(seed=s)[0] for env, s in zip(lane_envs, st[1], strict=True)])
-                for lane_envs, st in zip(envs, streams, strict=True)
-            ]
-        )
-        ep_return = np.zeros((lanes, num_envs))
-        ep_length = np.zeros((lanes, num_envs), dtype=np.int64)
-        episodes: list[list[dict[str, Any]]] = [[] for _ in specs]
-        evaluations: list[list[dict[str, Any]]] = [[] for _ in specs]
-        metric_rows: list[list[dict[str, Any]]] = [[] for _ in specs]
-        metric_sums: list[dict[str, float]] = [{} for _ in specs]
-        metric_counts: list[dict[str, int]] = [{} for _ in specs]
-        outcomes: list[RunOutcome | None] = [None] * lanes  # set when a lane fails
-        eval_time = 0.0
+        built = build_agent(specs, catalogue, config, envs.first, [s[0] for s in streams])
+        agent = built if isinstance(built, LaneAgent) else OneLane(built)
+        evaluate = _Evaluator(agent, eval_envs, [s[2] for s in streams], spec, started)
         last_note = time.perf_counter()
-
-        def live() -> list[int]:
-            return [k for k in range(lanes) if outcomes[k] is None]
-
-        def run_evaluation(step: int) -> None:
-            nonlocal eval_time
-            t0 = time.perf_counter()
-            results = evaluate_lanes(
-                agent,
-                eval_envs,
-                episodes=spec.eval_episodes,
-                base_seeds=[st[2] for st in streams],
-                device=device,
-                max_episode_steps=spec.eval_max_episode_steps,
-            )
-            eval_time += time.perf_counter() - t0
-            wall = round(time.perf_counter() - started, 3)
-            for k in live():
-                evaluations[k].append({"step": step, **results[k], "wall_time_s": wall})
-                sums, counts = metric_sums[k], metric_counts[k]
-                if counts:
-                    metric_rows[k].append(
-                        {"step": step, **{key: sums[key] / counts[key] for key in sums}}
-                    )
-                    sums.clear()
-                    counts.clear()
-                _write_progress(run_dirs[k], evaluations[k], episodes[k], metric_rows[k])
-                payload = {"step": step, "return_mean": results[k]["return_mean"]}
-                notify("eval", specs[k].run_id, payload)
-
-        step = 0
-        run_evaluation(0)
-        next_eval = spec.eval_interval
-        obs_t = to_tensor(obs, device)
-        while step < spec.steps and live():
+        obs_t = to_tensor(envs.reset([s[1] for s in streams]), device)
+        step, next_eval = 0, spec.eval_interval
+        evaluate(0, lanes)
+        while step < spec.steps and any(lane.live for lane in lanes):
             action = agent.act(obs_t)
-            actions = action.detach().cpu().numpy()
-            # The step's observations; where an episode ended, the next act() sees the reset
-            # observation instead, so only then does next_obs differ from it (and get its own
-            # array and tensor).
-            step_obs = np.empty_like(obs)
-            rewards = np.empty((lanes, num_envs), dtype=np.float32)
-            terminated = np.zeros((lanes, num_envs), dtype=bool)
-            truncated = np.zeros((lanes, num_envs), dtype=bool)
-            resets: list[tuple[int, int, Any]] = []
-            for k, lane_envs in enumerate(envs):
-                for i, env in enumerate(lane_envs):
-                    a = actions[k, i].item() if discrete else actions[k, i]
-                    o, r, term, trunc, _ = env.step(a)
-                    step_obs[k, i] = o
-                    rewards[k, i] = r
-                    terminated[k, i], truncated[k, i] = term, trunc
-                    ep_return[k, i] += r
-                    ep_length[k, i] += 1
-                    if term or trunc:
-                        episodes[k].append(
-                            {
-                                "step": step + i + 1,
-                                "return": float(ep_return[k, i]),
-                                "length": int(ep_length[k, i]),
-                                "terminated": bool(term),
-                            }
-                        )
-                        ep_return[k, i], ep_length[k, i] = 0.0, 0
-                        resets.append((k, i, env.reset()[0]))
-            step_obs_t = to_tensor(step_obs, device)
-            if resets:
-                next_obs = step_obs.copy()
-                for k, i, o in resets:
-                    next_obs[k, i] = o
-                next_obs_t = to_tensor(next_obs, device)
-            else:
-                next_obs, next_obs_t = step_obs, step_obs_t
+            stepped = envs.step(action.detach().cpu().numpy(), step)
+            for k, episode in stepped.episodes:
+                lanes[k].episodes.append(episode)
+            step_obs_t = to_tensor(stepped.obs, device)
             transition = Transition(
                 obs=obs_t,
                 action=action,
-                reward=to_device(rewards, device),
+                reward=to_device(stepped.reward, device),
                 next_obs=step_obs_t,
-                terminated=to_device(terminated, device),
-                truncated=to_device(truncated, device),
+                terminated=to_device(stepped.terminated, device),
+                truncated=to_device(stepped.truncated, device),
             )
             metrics = agent.observe(transition)
+            # Where an episode ended, the next act() sees the reset observation instead.
+            reset = stepped.next_obs is not stepped.obs
+            obs_t = to_tensor(stepped.next_obs, device) if reset else step_obs_t
+            step += envs.num_envs
             for key, values in metrics.items():
                 for k, value in enumerate(values):
-                    if outcomes[k] is not None:
-                        continue
-                    value = float(value)
-                    if not math.isfinite(value):
-                        message = f"training diverged at step {step + num_envs}: {key} = {value}"
-                        outcomes[k] = _fail(
-                            run_dirs[k],
-                            specs[k],
-                            f"{DivergedError.__name__}: {message}",
-                            _diverged_trace(message),
-                            started,
-                            notify,
-                        )
-                        continue
-                    metric_sums[k][key] = metric_sums[k].get(key, 0.0) + value
-                    metric_counts[k][key] = metric_counts[k].get(key, 0) + 1
-            obs, obs_t = next_obs, next_obs_t
-            step += num_envs
-
+                    lanes[k].add_metric(key, value, step, started)
             if step >= next_eval or step >= spec.steps:
-                run_evaluation(step)
+                evaluate(step, lanes)
                 while next_eval <= step:
                     next_eval += spec.eval_interval
             now = time.perf_counter()
             if now - last_note >= PROGRESS_EVERY_S:
                 last_note = now
-                sps = step / max(now - started - eval_time, 1e-9)
-                for k in live():
-                    notify("step", specs[k].run_id, {"step": step, "sps": sps})
+                _note_speed(lanes, step, step / max(now - started - evaluate.seconds, 1e-9))
 
         wall = time.perf_counter() - started
-        train_time = max(wall - eval_time, 1e-9)
-        for k in live():
-            run_dirs[k].save_weights(agent.lane_state_dict(k))
-            final = evaluations[k][-1]
-            run_dirs[k].write_status(
-                records.COMPLETE,
-                env_steps=step,
-                wall_time_s=round(wall, 3),
-                train_time_s=round(train_time, 3),
-                eval_time_s=round(eval_time, 3),
-                steps_per_second=round(step / train_time, 1),
-                lanes=lanes,
-                final_return_mean=final["return_mean"],
-                final_return_std=final["return_std"],
-                episodes=len(episodes[k]),
-            )
-            outcomes[k] = RunOutcome(
-                specs[k].run_id,
-                records.COMPLETE,
-                final_return=final["return_mean"],
-                wall_time_s=wall,
-                steps_per_second=step / train_time,
-            )
-            notify(
-                "end",
-                specs[k].run_id,
-                {"status": records.COMPLETE, "final_return": final["return_mean"]},
-            )
-        return [o for o in outcomes if o is not None]  # every lane has one by now
+        train_time = max(wall - evaluate.seconds, 1e-9)
+        for k, lane in enumerate(lanes):
+            if lane.live:
+                lane.complete(
+                    agent.lane_state_dict(k),
+                    env_steps=step,
+                    wall_time_s=wall,
+                    train_time_s=train_time,
+                    eval_time_s=evaluate.seconds,
+                    lanes=len(lanes),
+                )
+        return [lane.outcome for lane in lanes if lane.outcome is not None]  # all by now
     finally:
-        for env in [*(e for lane_envs in envs for e in lane_envs), *eval_envs]:
+        envs.close()
+        for env in eval_envs:
             env.close()
+
+
+def _note_speed(lanes: Sequence[LaneRecord], step: int, sps: float) -> None:
+    for lane in lanes:
+        if lane.live:
+            lane.notify("step", lane.spec.run_id, {"step": step, "sps": sps})
 
 
 EVALUATION_COLUMNS = [
@@ -455,15 +472,3 @@ EVALUATION_COLUMNS = [
 ]
 EPISODE_COLUMNS = ["step", "return", "length", "terminated"]
 
-
-def _write_progress(
-    run_dir: records.RunDir,
-    evaluations: list[dict[str, Any]],
-    episodes: list[dict[str, Any]],
-    metric_rows: list[dict[str, Any]],
-) -> None:
-    run_dir.write_csv(records.EVALUATIONS, EVALUATION_COLUMNS, evaluations)
-    run_dir.write_csv(records.EPISODES, EPISODE_COLUMNS, episodes)
-    if metric_rows:
-        columns = ["step", *sorted({k for row in metric_rows for k in row} - {"step"})]
-        run_dir.write_csv(records.METRICS, columns, metric_rows)

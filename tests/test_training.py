@@ -174,3 +174,110 @@ def test_runs_listed_but_never_started_are_loaded_as_such(tmp_path, write_suite,
     summary = summary_table(table).set_index("label")
     assert summary.loc["naive_dqn", "n"] == 1 and summary.loc["naive_dqn", "not_complete"] == 1
     assert summary.loc["dqn", "not_complete"] == 2
+
+
+BOX_PLUGIN = """
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from rlbench import Agent, AgentSpec, EnvironmentSpec, hookimpl
+
+    RECEIVED = []  # every action a Pendulum's step() was given, training and evaluation
+    RETURNED = []  # every action the agent returned while training (Transition.action)
+
+    class Recording(gym.Wrapper):
+        def step(self, action):
+            RECEIVED.append(float(np.asarray(action)[0]))
+            return super().step(action)
+
+    class Overshoot(Agent):
+        '''Torques of 5, -7 and 0.5 in turn: Pendulum's bounds are [-2, 2].'''
+
+        calls = 0
+
+        def act(self, obs, *, greedy=False):
+            self.calls += 1
+            value = (5.0, -7.0, 0.5)[self.calls % 3]
+            return torch.full((obs.shape[0], 1), value)
+
+        def observe(self, t):
+            RETURNED.extend(t.action[:, 0].tolist())
+            return {}
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    @hookimpl
+    def rlbench_register_agents():
+        return [AgentSpec("overshoot", Overshoot)]
+
+    @hookimpl
+    def rlbench_register_environments():
+        make = lambda: gym.make("Pendulum-v1")
+        return [EnvironmentSpec("RecordingPendulum", make, wrappers=(Recording,))]
+"""
+
+
+def test_a_box_action_is_clipped_to_the_bounds_and_the_agent_sees_what_it_returned(
+    tmp_path, inline_plugin
+):
+    import sys
+
+    catalogue = inline_plugin("box_plugin", BOX_PLUGIN)
+    suite_text = """
+        name = "box"
+        seeds = 1
+        environments = ["RecordingPendulum"]
+        [budget]
+        steps = 30
+        eval_interval = 30
+        eval_episodes = 1
+        eval_max_episode_steps = 10
+        [[agents]]
+        name = "overshoot"
+    """
+    path = tmp_path / "box.toml"
+    path.write_text(textwrap.dedent(suite_text))
+    [spec] = expand(load_suite(path, catalogue))
+    plugin = sys.modules["box_plugin"]
+    plugin.RECEIVED.clear(), plugin.RETURNED.clear()
+    assert execute_run(spec, tmp_path / "out", catalogue).status == "complete"
+    assert len(plugin.RETURNED) == 30 and set(plugin.RETURNED) == {5.0, -7.0, 0.5}
+    assert len(plugin.RECEIVED) == 30 + 2 * 10  # training, and two evaluations of 10 steps
+    assert set(plugin.RECEIVED) == {2.0, -2.0, 0.5}
+
+
+def test_rlbench_evaluate_gives_the_run_s_final_evaluation_again(tmp_path, write_suite, catalogue):
+    from rlbench.saved_agent import evaluate_saved, load_agent
+    from tests.conftest import rlbench_cmd
+
+    runs = tiny_runs(write_suite, catalogue, seeds=1, steps=600, eval_interval=300)
+    [spec] = [r for r in runs if r.agent == "dqn"]
+    assert execute_run(spec, tmp_path, catalogue).status == "complete"
+    run = tmp_path / "runs" / spec.run_id
+    final = pd.read_csv(run / "evaluations.csv").iloc[-1]
+    again = evaluate_saved(run, catalogue)
+    for key, value in again.items():
+        assert value == final[key], key
+    # The agent played with the trained weights, not with its seed's initial ones.
+    _, loaded = load_agent(run, catalogue)
+    saved = torch.load(run / "weights.pt", weights_only=True)["q_network"]
+    for name, tensor in loaded.state_dict()["q_network"].items():
+        assert torch.equal(tensor, saved[name]), name
+
+    shown = rlbench_cmd("--no-plugin-autoload", "evaluate", str(run))
+    assert shown.returncode == 0, shown.stderr
+    # The mean as evaluations.csv writes it, digit for digit.
+    csv_mean = (run / "evaluations.csv").read_text().splitlines()[-1].split(",")[1]
+    assert shown.stdout.startswith(f"return {csv_mean} ± ")
+    assert f"over {spec.eval_episodes} episodes" in shown.stdout
+    longer = evaluate_saved(run, catalogue, episodes=4)
+    assert longer["episodes"] == 4
+
+    (run / "weights.pt").unlink()
+    missing = rlbench_cmd("--no-plugin-autoload", "evaluate", str(run))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"error: {run}: no weights.pt (the run has not completed)"

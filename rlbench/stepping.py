@@ -1,0 +1,124 @@
+"""Stepping environments for an agent: the action an environment receives, and every lane's
+training environments stepped once.
+
+The action contract lives in :func:`env_action`, the one place where what an agent's
+:meth:`~rlbench.agent.Agent.act` returned becomes what ``env.step`` receives: a ``Discrete``
+action becomes a Python ``int``, a ``Box`` action is clipped to the space's bounds, any other
+action is passed as it is. The :class:`~rlbench.agent.Transition` the agent observes keeps
+what it returned (an on-policy agent needs its raw sample for the log-probability).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+#: One finished episode as ``episodes.csv`` records it: ``step`` (the training step it ended
+#: at), ``return``, ``length`` and ``terminated``.
+Episode = dict[str, Any]
+
+
+def env_action(space: gym.Space) -> Callable[[np.ndarray], Any]:
+    """The conversion from one environment's action, as the agent returned it (a numpy
+    scalar or array), to what ``env.step`` of an environment with action ``space`` gets."""
+    if isinstance(space, gym.spaces.Discrete):
+        return lambda action: action.item()
+    if isinstance(space, gym.spaces.Box):
+        low, high = space.low, space.high
+        return lambda action: np.clip(action, low, high)
+    return lambda action: action
+
+
+@dataclass(frozen=True)
+class EnvStep:
+    """One step of every lane's training environments: ``[lanes, num_envs, ...]`` arrays."""
+
+    obs: np.ndarray
+    """The observations the step produced (the transition's ``next_obs``)."""
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    next_obs: np.ndarray
+    """What the next ``act`` sees: ``obs``, with the reset observation where an episode
+    ended (``obs`` itself, the same array, when none did)."""
+    episodes: list[tuple[int, Episode]]
+    """``(lane, episode)`` for every episode that ended at this step."""
+
+
+class LaneEnvs:
+    """Every lane's training environments (``envs[lane][i]``), stepped together, with each
+    environment's running episode return and length."""
+
+    def __init__(self, envs: Sequence[Sequence[gym.Env]]) -> None:
+        self.envs = [list(lane_envs) for lane_envs in envs]
+        self.lanes, self.num_envs = len(self.envs), len(self.envs[0])
+        self.action_space = self.envs[0][0].action_space
+        self._env_action = env_action(self.action_space)
+        self._return = np.zeros((self.lanes, self.num_envs))
+        self._length = np.zeros((self.lanes, self.num_envs), dtype=np.int64)
+        self._obs: np.ndarray | None = None
+
+    @property
+    def first(self) -> gym.Env:
+        """Lane 0's first environment (the one the agent is built for)."""
+        return self.envs[0][0]
+
+    def reset(self, seeds: Sequence[Sequence[int]]) -> np.ndarray:
+        """Reset environment ``i`` of lane ``k`` with ``seeds[k][i]``; the first
+        observations, ``[lanes, num_envs, *obs_shape]``."""
+        self._obs = np.stack(
+            [
+                np.stack([env.reset(seed=s)[0] for env, s in zip(lane_envs, ss, strict=True)])
+                for lane_envs, ss in zip(self.envs, seeds, strict=True)
+            ]
+        )
+        return self._obs
+
+    def step(self, actions: np.ndarray, step: int) -> EnvStep:
+        """Step environment ``i`` of lane ``k`` with ``actions[k, i]`` (what the agent
+        returned, converted by :func:`env_action`); ``step`` is the training step before
+        this one. An environment whose episode ends is reset (unseeded: it continues its
+        own random stream)."""
+        assert self._obs is not None, "reset() first"
+        obs = np.empty_like(self._obs)
+        reward = np.empty((self.lanes, self.num_envs), dtype=np.float32)
+        terminated = np.zeros((self.lanes, self.num_envs), dtype=bool)
+        truncated = np.zeros((self.lanes, self.num_envs), dtype=bool)
+        episodes: list[tuple[int, Episode]] = []
+        resets: list[tuple[int, int, Any]] = []
+        for k, lane_envs in enumerate(self.envs):
+            for i, env in enumerate(lane_envs):
+                o, r, term, trunc, _ = env.step(self._env_action(actions[k, i]))
+                obs[k, i] = o
+                reward[k, i] = r
+                terminated[k, i], truncated[k, i] = term, trunc
+                self._return[k, i] += r
+                self._length[k, i] += 1
+                if term or trunc:
+                    episode = {
+                        "step": step + i + 1,
+                        "return": float(self._return[k, i]),
+                        "length": int(self._length[k, i]),
+                        "terminated": bool(term),
+                    }
+                    episodes.append((k, episode))
+                    self._return[k, i], self._length[k, i] = 0.0, 0
+                    resets.append((k, i, env.reset()[0]))
+        # Only where an episode ended does the next observation differ from the step's, and
+        # only then does it get an array of its own.
+        next_obs = obs
+        if resets:
+            next_obs = obs.copy()
+            for k, i, o in resets:
+                next_obs[k, i] = o
+        self._obs = next_obs
+        return EnvStep(obs, reward, terminated, truncated, next_obs, episodes)
+
+    def close(self) -> None:
+        for lane_envs in self.envs:
+            for env in lane_envs:
+                env.close()
