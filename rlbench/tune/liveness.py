@@ -81,7 +81,7 @@ def fail_and_retry(study: optuna.Study, number: int, reason: str) -> None:
     queue_retry(study, next(t for t in study.get_trials(deepcopy=False) if t.number == number))
 
 
-def _lost_worker(trial: FrozenTrial, now: datetime.datetime) -> str | None:
+def _lost_worker(trial: FrozenTrial) -> str | None:
     """Why ``trial`` (running) has lost its worker, or ``None`` if it may still have one."""
     identity = trial.user_attrs.get(WORKER_ATTR)
     if isinstance(identity, dict):
@@ -94,7 +94,11 @@ def _lost_worker(trial: FrozenTrial, now: datetime.datetime) -> str | None:
     # Killed between creating the trial and recording itself on it: nobody else will ever
     # finish or fail it (it has no heartbeat either), and the study would wait for it.
     started = trial.datetime_start
-    if started is None or (now - started).total_seconds() < OWNERLESS_GRACE_S:
+    if started is None:
+        return None
+    # Optuna's storages give naive local times; now() in the trial's own zone fits either.
+    age = datetime.datetime.now(started.tzinfo) - started
+    if age.total_seconds() < OWNERLESS_GRACE_S:
         return None
     return (
         f"no worker recorded itself on the trial in the {OWNERLESS_GRACE_S} s after it "
@@ -107,9 +111,8 @@ def reap_dead_trials(study: optuna.Study) -> list[int]:
     for database storages also those whose heartbeat stopped). Call under the claim lock.
     Returns the numbers of the trials failed here."""
     reaped = []
-    now = datetime.datetime.now()  # Optuna's datetime_start is naive local time too
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = _lost_worker(trial, now)
+        reason = _lost_worker(trial)
         if reason is not None:
             fail_and_retry(study, trial.number, reason)
             reaped.append(trial.number)
