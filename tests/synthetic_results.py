@@ -4,7 +4,7 @@ provenance.json, weights.pt; suite.json and suite.toml), with scores chosen by t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from rlbench import records
-from rlbench.records import EPISODE_COLUMNS, EVALUATION_COLUMNS, MANIFEST
+from rlbench.records import EPISODE_COLUMNS, EVALUATION_COLUMNS
 from rlbench.runspec import RunSpec
 
 
@@ -44,9 +44,11 @@ def write_results(
     eval_interval: int = 250,
     eval_episodes: int = 5,
     not_started: Sequence[str] = (),
+    references: Mapping[str, records.EnvReference | None] | None = None,
 ) -> Path:
     """Write ``root/<name>/`` with ``runs`` and return that folder. ``not_started`` adds run
-    ids to suite.json that have no directory (an interrupted suite)."""
+    ids to suite.json that have no directory (an interrupted suite); ``references`` are
+    recorded in suite.json as ``rlbench run`` does (``None``: as before it did)."""
     suite_dir = root / name
     ids = []
     for run in runs:
@@ -83,11 +85,10 @@ def write_results(
     for label in labels:
         agent = next(r.agent for r in runs if r.label == label)
         toml += ["[[agents]]", f'name = "{agent}"', f'label = "{label}"', ""]
-    records.atomic_write_text(suite_dir / "suite.toml", "\n".join(toml))
-    records.atomic_write_json(
-        suite_dir / MANIFEST,
-        {"name": name, "source_path": f"suites/{name}.toml", "runs": ids + list(not_started)},
+    manifest = records.SuiteManifest(
+        name, f"suites/{name}.toml", (*ids, *not_started), references
     )
+    manifest.write(suite_dir, "\n".join(toml))
     return suite_dir
 
 

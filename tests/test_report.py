@@ -257,3 +257,60 @@ def test_end_to_end_tiny_suite(tmp_path: Path) -> None:
         assert matplotlib.image.imread(md.parent / "figures" / f"{name}.png").size > 0
     scores = pd.read_csv(md.parent / "tables" / "scores.csv")
     assert set(scores["agent_key"]) == {"naive_dqn", "dqn"} and (scores["n"] == 2).all()
+
+
+def _recorded(catalogue: Catalogue, *envs: str) -> dict[str, records.EnvReference | None]:
+    return {env: records.EnvReference.declared(catalogue, env) for env in envs}
+
+
+def test_recorded_reference_scores_give_the_report_the_plugins_give(
+    tmp_path: Path, catalogue: Catalogue
+) -> None:
+    """`rlbench run` records each environment's reference scores in suite.json; a report
+    from them says what one from the plugins says, to the byte."""
+    runs = [FakeRun(lab, env, s, final=f + s) for lab, f in (("a", 300.0), ("b", 100.0))
+            for env in ("CartPole-v1", "Pendulum-v1") for s in range(3)]
+    old = write_results(tmp_path / "old", "s", runs)
+    new = write_results(
+        tmp_path / "new", "s", runs, references=_recorded(catalogue, "CartPole-v1", "Pendulum-v1")
+    )
+    assert records.SuiteManifest.read(new).references["CartPole-v1"].solved == 475.0
+    texts = []
+    for folder in (old, new):
+        path = report.write_report([folder], catalogue=catalogue, n_resamples=200)
+        texts.append(path.read_text(encoding="utf-8").replace(str(folder), "FOLDER"))
+    assert texts[0] == texts[1]
+    assert "declared by plugin classic_control" in texts[1]
+
+
+def test_rlbench_report_imports_neither_torch_nor_gymnasium(
+    tmp_path: Path, catalogue: Catalogue
+) -> None:
+    """Reading results needs no deep-learning stack: `rlbench report` on a folder that
+    recorded its reference scores imports neither torch nor gymnasium (nor the plugins)."""
+    folder = write_results(
+        tmp_path,
+        "s",
+        [FakeRun("a", "CartPole-v1", s, final=100.0 + s) for s in range(2)],
+        references=_recorded(catalogue, "CartPole-v1"),
+    )
+    runner = (
+        "import sys\n"
+        "from rlbench.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "print('EXIT', code, 'MODULES', *sorted(sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", runner, "report", str(folder)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
+    last = done.stdout.strip().splitlines()[-1].split()
+    assert last[:3] == ["EXIT", "0", "MODULES"], done.stdout + done.stderr
+    assert f"Report: {folder / 'report' / 'report.md'}" in done.stdout
+    modules = set(last[3:])
+    assert "rlbench.report" in modules and "pandas" in modules  # the runner saw the report
+    for heavy in ("torch", "gymnasium", "rlbench.plugins", "rlbench.executor"):
+        assert heavy not in modules, f"rlbench report imported {heavy}"
