@@ -9,12 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlbench_dqn.common import (
-    LaneReplayBuffer,
-    lane_epsilon_greedy,
-    linear_schedule,
-    td_targets,
-)
+from rlbench_dqn.exploration import lane_epsilon_greedy, linear_schedule
+from rlbench_dqn.replay import LaneReplayBuffer
+from rlbench_dqn.td import td_targets
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench import AgentContext, LaneAgent, Transition
@@ -81,9 +78,28 @@ def test_replay_buffer_wraps_around_and_samples_what_was_stored():
         buffer.add(lanes(transition([[i]], [i % 2], [float(i)], [[i + 1]], [False], [False])))
     assert len(buffer) == 4
     assert sorted(buffer.reward[0].tolist()) == [2.0, 3.0, 4.0, 5.0]
-    obs, _, reward, next_obs, _ = buffer.sample(4, replace=False)
-    assert sorted(reward[0].tolist()) == [2.0, 3.0, 4.0, 5.0]
-    assert torch.equal(next_obs.squeeze(2), obs.squeeze(2) + 1)
+    sample = buffer.sample(4, replace=False)
+    assert sorted(sample.reward[0].tolist()) == [2.0, 3.0, 4.0, 5.0]
+    assert torch.equal(sample.next_obs.squeeze(2), sample.obs.squeeze(2) + 1)
+    assert torch.equal(sample.action, sample.obs.squeeze(2).long() % 2)
+    assert not sample.terminated.any()
+
+
+def test_common_still_offers_the_names_plugins_import_from_it():
+    from rlbench_dqn import common, exploration, fastpath, qagent, replay, spaces, td
+
+    homes = {
+        exploration: ["lane_epsilon_greedy", "linear_schedule"],
+        fastpath: ["FusedAdam", "adam"],
+        qagent: ["QAgent", "lane_clip_grad_norm"],
+        replay: ["LaneReplayBuffer", "ReplaySample"],
+        spaces: ["discrete_actions", "flat_size"],
+        td: ["LossName", "lane_td_loss", "td_targets"],
+    }
+    assert sorted(common.__all__) == sorted(n for names in homes.values() for n in names)
+    for home, names in homes.items():
+        for name in names:
+            assert getattr(common, name) is getattr(home, name), name
 
 
 @pytest.mark.parametrize("name", AGENTS)
@@ -144,6 +160,17 @@ def test_continuous_actions_are_refused_with_a_clear_error(name, catalogue):
     spec = catalogue.agent(name)
     with pytest.raises(ValueError, match=f"{name} needs a discrete action space"):
         spec.agent(spec.config_model(), make_context(env))
+
+
+@pytest.mark.parametrize("name", AGENTS)
+def test_every_agent_explores_from_its_epsilon_start(name, catalogue):
+    # replay_dqn's config has no linear schedule (its epsilon decays per episode): each agent
+    # reads only the fields its own config has.
+    spec = catalogue.agent(name)
+    config = spec.config_model()
+    agent = spec.agent(config, make_context(gym.make("CartPole-v1")))
+    assert agent.exploration() == [config.epsilon_start]
+    assert agent.state_dict()["epsilon"].tolist() == [config.epsilon_start]
 
 
 def test_replay_dqn_decays_epsilon_per_episode(catalogue):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import rlbench_cmd
-from rlbench_dqn.common import lane_epsilon_greedy
+from rlbench_dqn.exploration import lane_epsilon_greedy
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench.executor import lane_groups

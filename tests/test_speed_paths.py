@@ -259,13 +259,21 @@ def test_a_phase_with_targets_computed_together_trains_like_per_step_targets(mon
     together = dqn_agent(gradient_steps=20, batch_size=32)
     per_step = dqn_agent(gradient_steps=20, batch_size=32)
     per_step.load_state_dict(copy.deepcopy(together.state_dict()))
-    # An instance attribute that is not DQN.targets itself: the per-minibatch path.
-    monkeypatch.setattr(per_step, "targets", lambda *a: DQN.targets(per_step, *a))
+    # The path of targets that read the online network: one call per minibatch, at its step.
+    monkeypatch.setattr(per_step, "targets_depend_on_online_network", True)
     monkeypatch.setattr("rlbench_dqn.dqn.PHASE_CHUNK_ROWS", 32 * 8)  # several chunks
     for agent in (together, per_step):
+        calls = []
+        def counted(*args, agent=agent, calls=calls):
+            calls.append(1)
+            return DQN.targets(agent, *args)
+
+        monkeypatch.setattr(agent, "targets", counted)
         fill(agent, 3000)
         losses = [agent.train_phase()["loss"][0] for _ in range(3)]
-        agent.losses = losses
+        agent.losses, agent.target_calls = losses, len(calls)
+    assert per_step.target_calls == 3 * 20
+    assert together.target_calls == 3 * 3  # per chunk of 8 minibatches, 1 pass: 8 + 8 + 4
     # Same indices, same targets (the same rows through the same target network); on the
     # CPU this is bit for bit, elsewhere a large and a small matrix product may round apart.
     assert together.losses == pytest.approx(per_step.losses, rel=1e-5)
