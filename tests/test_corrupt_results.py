@@ -17,6 +17,7 @@ from conftest import REPO
 from rlbench import records
 from rlbench.cli import cli
 
+DOCS = REPO / "docs" / "reports.md"
 #: The run each corruption damages: a dqn lane (fast to redo), listed in suite.json.
 VICTIM = "dqn__CartPole-v1__seed0__"
 
@@ -149,6 +150,9 @@ def test_report_leaves_a_damaged_run_out_and_names_it(
     assert len(warnings) == 1, result.stderr
     assert warnings[0].startswith(f"warning: {victim}: damaged, left out of the report: ")
     assert case.reason in warnings[0]
+    if case is CORRUPTIONS[0]:  # docs/reports.md shows this line: it must be what is printed
+        (shown,) = [line for line in DOCS.read_text().splitlines() if line.startswith("warning:")]
+        assert shown.split(": ", 2)[2] == warnings[0].split(": ", 2)[2]
     report = (suite_dir / "report" / "report.md").read_text(encoding="utf-8")
     not_complete = report.split("## Runs that did not complete")[1].split("\n## ")[0]
     assert f"`{victim.name}`" in not_complete and "**damaged**" in not_complete
