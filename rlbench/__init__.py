@@ -10,7 +10,15 @@ never needs. ``from rlbench import Agent`` works as always.
 from __future__ import annotations
 
 import importlib
+import os
 from importlib import metadata
+
+# Intel MKL's strict conditional numerical reproducibility: a matrix product's result does
+# not depend on where its operands sit in memory, so lane k of a stacked batch computes what
+# it computes alone, whatever the group's size and k's place in it (see rlbench.lanes). MKL
+# reads this once, at its first call, so it is set before torch is imported; a value the user
+# set is kept (and recorded in each run's provenance).
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:

@@ -93,9 +93,21 @@ class StackedSequential(StackedNetwork):
                 self.steps.append(copy.deepcopy(layer))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        single_row = x.shape[1] == 1
         for weight, bias, activation, narrow in self._layers:
             if narrow:
-                x = torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
+                if weight.shape[1] == 1:
+                    # One output (a value head): a per-lane dot product. As a matrix product
+                    # its backward pass is a one-row product, which the BLAS computes with a
+                    # kernel that differs between one matrix and a batch of them.
+                    x = (x * weight).sum(dim=2, keepdim=True)
+                elif single_row:
+                    # One row per lane (acting in one environment, naive DQN's batch of 1):
+                    # W @ x^T would be a one-column product, again a kernel that differs
+                    # between one lane and several; x @ W^T (a view) is not.
+                    x = torch.bmm(x, weight.transpose(1, 2))
+                else:
+                    x = torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
                 if bias is not None:
                     x = x + bias
             else:

@@ -56,6 +56,8 @@ def collect(device: str, plugins: dict[str, str]) -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "torch_threads": torch.get_num_threads(),
+        # MKL's reproducibility mode (rlbench sets AUTO,STRICT: see rlbench/__init__.py).
+        "mkl_cbwr": os.environ.get("MKL_CBWR", ""),
         "gymnasium": _version("gymnasium"),
         "numpy": _version("numpy"),
         "rlbench": _version("rlbench"),

@@ -44,7 +44,7 @@ class QAgent(LaneAgent[QConfigT]):
         )
         self.q = stack_networks(networks)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False) if target_network else None
-        self.optimizer = adam(self.q.parameters(), config.learning_rate)
+        self.optimizer = adam(self.q.parameters(), config.learning_rate, lanes=context.lanes)
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.steps = 0
         # (target tensor, online tensor) for every parameter and buffer: a sync is a copy
