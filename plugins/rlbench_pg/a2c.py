@@ -1,0 +1,87 @@
+"""a2c: synchronous advantage actor-critic (Mnih et al. 2016), as Stable-Baselines3's A2C.
+
+One gradient step per rollout of ``num_envs × n_steps`` environment steps, on the whole
+rollout, with RMSprop as SB3 uses it (``use_rms_prop=True``: alpha 0.99, eps 1e-5, no
+momentum, not centered; torch's RMSprop adds eps after the square root). Defaults are RL Zoo's
+CartPole-v1 settings (``hyperparams/a2c.yml``: 8 envs, ent_coef 0.0, 5e5 steps) over SB3's
+A2C defaults: n_steps 5, gamma 0.99, gae_lambda 1.0, learning_rate 7e-4 (constant), vf_coef
+0.5, max_grad_norm 0.5, no advantage normalisation, orthogonal initialisation, separate tanh
+MLPs 64-64 for actor and critic.
+
+Acting, the rollout, its truncation bootstrap and GAE are in :mod:`rlbench_pg.actor_critic`;
+this file is the update. Every tensor below is ``[lanes, ...]`` (a single run is one lane).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+
+from rlbench import AgentConfig
+from rlbench_pg.actor_critic import (
+    ActorCritic,
+    ActorCriticConfig,
+    explained_variance,
+    scheduled,
+    standardize,
+)
+from rlbench_pg.optim import LaneOptimizer
+from rlbench_pg.rollout import Batch
+
+
+class A2CConfig(ActorCriticConfig):
+    num_envs: int = Field(8, ge=1)
+    """Environments stepped in parallel (RL Zoo CartPole-v1: 8)."""
+    n_steps: int = Field(5, ge=1)
+    """Steps of every environment per rollout and update (SB3's default, 5)."""
+    use_rms_prop: bool = True
+    """RMSprop (alpha 0.99) as SB3's A2C; False uses Adam."""
+    rms_prop_eps: float = Field(1e-5, gt=0)
+    """Epsilon of RMSprop (or of Adam when use_rms_prop is False)."""
+
+
+class A2C(ActorCritic):
+    """A2C: one RMSprop step per n-step rollout on the policy-gradient, value and entropy
+    losses, GAE(λ) advantages (λ = 1: n-step returns), per-lane gradient clipping.
+
+    At a truncated step the reward is bootstrapped with the value of the true final
+    observation; at a terminated step it is not.
+    """
+
+    Config: ClassVar[type[AgentConfig]] = A2CConfig
+    name: ClassVar[str] = "a2c"
+
+    def make_optimizer(self) -> LaneOptimizer:
+        c: A2CConfig = self.cfg  # type: ignore[assignment]
+        kind = "rmsprop" if c.use_rms_prop else "adam"
+        return LaneOptimizer(self.params, kind, eps=c.rms_prop_eps, alpha=0.99)
+
+    def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
+        c = self.cfg
+        lr = scheduled(c.learning_rate, c.learning_rate_schedule, self.progress_remaining)
+
+        log_prob, entropy = self.dist.log_prob_entropy(self.actor(batch.obs), batch.actions)
+        values = self.value(batch.obs)
+
+        advantages = batch.advantages
+        if c.normalize_advantage:
+            advantages = standardize(advantages)
+
+        policy_loss = -(advantages * log_prob).mean(dim=1)
+        value_loss = ((batch.returns - values) ** 2).mean(dim=1)
+        entropy_loss = -entropy.mean(dim=1)
+
+        loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+        self.gradient_step(loss, lr)
+
+        lanes = loss.shape[0]
+        return {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": -entropy_loss,
+            "explained_variance": explained_variance(batch.values, batch.returns),
+            "learning_rate": torch.full((lanes,), lr),
+        }

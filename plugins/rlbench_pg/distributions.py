@@ -1,0 +1,124 @@
+"""Action distributions of the policy-gradient agents, for every lane at once.
+
+The actor network outputs the distribution's parameters, ``[lanes, n, param_size]``:
+
+- ``Discrete(n)``: :class:`LaneCategorical`, the actor's outputs are logits.
+- ``Box``: :class:`LaneDiagGaussian`, a diagonal Gaussian whose mean is the actor's output and
+  whose log standard deviation is a state-independent parameter per lane and action dimension
+  (as Stable-Baselines3's ``DiagGaussianDistribution``). Its samples are returned raw
+  (unclipped): the harness clips what it sends to the environment, and the log-probability
+  is the raw sample's.
+
+Sampling draws lane ``k``'s noise from ``rngs[k]`` only (numpy), one call per lane, so a lane
+samples the same actions whatever group it trains in. Greedy actions are the mode (the
+argmax, the mean).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+class LaneCategorical(nn.Module):
+    """A categorical distribution over ``n`` actions from logits ``[lanes, batch, n]``;
+    actions are ``[lanes, batch]`` integers."""
+
+    def __init__(self, num_actions: int) -> None:
+        super().__init__()
+        self.param_size = num_actions
+        self.action_shape: tuple[int, ...] = ()
+
+    def sample(
+        self, logits: torch.Tensor, rngs: Sequence[np.random.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """An action per row by inverse transform sampling (one uniform per row from the
+        lane's generator), and its log-probability."""
+        n = logits.shape[1]
+        log_probs = torch.log_softmax(logits, dim=-1)
+        cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1).double()
+        u = torch.as_tensor(np.stack([rng.random(n) for rng in rngs]), device=logits.device)
+        # The cdf's last entry may round below 1: the clamp keeps u beyond it in range.
+        actions = (cdf < u.unsqueeze(-1)).sum(dim=-1).clamp_(max=self.param_size - 1)
+        return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+
+    def log_prob_entropy(
+        self, logits: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log p(actions)`` and the entropy, both ``[lanes, batch]`` (as
+        ``torch.distributions.Categorical`` computes them)."""
+        log_probs = torch.log_softmax(logits, dim=-1)
+        probs = torch.softmax(logits, dim=-1)
+        log_prob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        return log_prob, -(log_probs * probs).sum(dim=-1)
+
+    def mode(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(dim=-1)
+
+
+class LaneDiagGaussian(nn.Module):
+    """A diagonal Gaussian: mean ``[lanes, batch, dim]`` from the actor, log standard deviation
+    :attr:`log_std` ``[lanes, dim]`` (a parameter, initialised to ``log_std_init``). Actions
+    are ``[lanes, batch, *action_shape]`` floats."""
+
+    def __init__(
+        self, action_shape: tuple[int, ...], lanes: int, log_std_init: float, device: torch.device
+    ) -> None:
+        super().__init__()
+        self.action_shape = action_shape
+        self.param_size = int(math.prod(action_shape))
+        self.log_std = nn.Parameter(
+            torch.full((lanes, self.param_size), float(log_std_init), device=device)
+        )
+
+    def _std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        log_std = self.log_std.unsqueeze(1)  # [lanes, 1, dim]: the same for every row
+        return log_std, log_std.exp()
+
+    def sample(
+        self, mean: torch.Tensor, rngs: Sequence[np.random.Generator]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``mean + std * noise`` (standard normal noise from each lane's generator) and its
+        log-probability."""
+        lanes, n, dim = mean.shape
+        noise = np.stack([rng.standard_normal((n, dim)) for rng in rngs])
+        _, std = self._std()
+        flat = mean + std * torch.as_tensor(noise, dtype=mean.dtype, device=mean.device)
+        log_prob, _ = self.log_prob_entropy(mean, flat)
+        return flat.reshape(lanes, n, *self.action_shape), log_prob
+
+    def log_prob_entropy(
+        self, mean: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``log p(actions)`` and the entropy, both ``[lanes, batch]``, summed over the action
+        dimensions (as ``torch.distributions.Normal`` computes each dimension's)."""
+        log_std, std = self._std()
+        value = actions.reshape(mean.shape)
+        log_prob = -((value - mean) ** 2) / (2 * std**2) - log_std - LOG_SQRT_2PI
+        entropy = (0.5 + LOG_SQRT_2PI + log_std).expand_as(mean)
+        return log_prob.sum(dim=-1), entropy.sum(dim=-1)
+
+    def mode(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean.reshape(*mean.shape[:2], *self.action_shape)
+
+
+Distribution = LaneCategorical | LaneDiagGaussian
+
+
+def make_distribution(
+    space: gym.Space, lanes: int, log_std_init: float, device: torch.device
+) -> Distribution:
+    """The distribution for an action space (``Discrete`` or ``Box``; anything else is an
+    error naming the space)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return LaneCategorical(int(space.n))
+    if isinstance(space, gym.spaces.Box):
+        return LaneDiagGaussian(tuple(space.shape), lanes, log_std_init, device)
+    raise ValueError(f"no action distribution for {space}: use a Discrete or Box action space")

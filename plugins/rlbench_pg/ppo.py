@@ -1,0 +1,143 @@
+"""ppo: Proximal Policy Optimization with the clipped surrogate (Schulman et al. 2017).
+
+Defaults are RL Zoo's tuned CartPole-v1 settings for Stable-Baselines3's PPO
+(``hyperparams/ppo.yml``: 8 envs, n_steps 32, batch_size 256, gae_lambda 0.8, gamma 0.98,
+n_epochs 20, ent_coef 0.0, learning_rate lin_0.001, clip_range lin_0.2, 1e5 steps), with
+SB3's defaults for the rest (vf_coef 0.5, max_grad_norm 0.5, advantage normalisation,
+orthogonal initialisation, Adam with eps 1e-5, separate tanh MLPs 64-64 for actor and
+critic).
+
+Acting, the rollout, its truncation bootstrap and GAE are in :mod:`rlbench_pg.actor_critic`;
+this file is the update. Like every built-in agent it trains several seeds at once as lanes
+(a single run is one lane): every tensor below is ``[lanes, ...]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from rlbench import AgentConfig
+from rlbench_pg.actor_critic import (
+    ActorCritic,
+    ActorCriticConfig,
+    Schedule,
+    explained_variance,
+    scheduled,
+    standardize,
+)
+from rlbench_pg.optim import LaneOptimizer
+from rlbench_pg.rollout import Batch
+
+
+class PPOConfig(ActorCriticConfig):
+    num_envs: int = Field(8, ge=1)
+    """Environments stepped in parallel (RL Zoo CartPole-v1: 8)."""
+    n_steps: int = Field(32, ge=1)
+    """Steps of every environment per rollout (RL Zoo CartPole-v1: 32; 8 × 32 = 256 samples)."""
+    batch_size: int = Field(256, ge=1)
+    """Minibatch size (RL Zoo CartPole-v1: 256, one minibatch per epoch)."""
+    n_epochs: int = Field(20, ge=1)
+    """Passes over each rollout (RL Zoo CartPole-v1: 20)."""
+    gamma: float = Field(0.98, ge=0, le=1)
+    """Discount factor (RL Zoo CartPole-v1: 0.98)."""
+    gae_lambda: float = Field(0.8, ge=0, le=1)
+    """GAE(λ) (RL Zoo CartPole-v1: 0.8)."""
+    learning_rate: float = Field(1e-3, gt=0)
+    """Initial Adam learning rate (RL Zoo CartPole-v1: lin_0.001)."""
+    learning_rate_schedule: Schedule = "linear"
+    """"constant", or "linear": decays to 0 at the end of the budget (RL Zoo's lin_)."""
+    clip_range: float = Field(0.2, gt=0)
+    """Initial clip range ε of the surrogate: ratios outside [1-ε, 1+ε] get no gradient
+    (RL Zoo CartPole-v1: lin_0.2)."""
+    clip_range_schedule: Schedule = "linear"
+    """"constant" or "linear", as learning_rate_schedule."""
+    clip_range_vf: float | None = Field(None, gt=0)
+    """Clip the new value prediction to within this of the old one (None: no value clipping;
+    it depends on the reward scale)."""
+    normalize_advantage: bool = True
+    """Standardise the advantages of every minibatch (as SB3's PPO)."""
+    adam_eps: float = Field(1e-5, gt=0)
+    """Adam's epsilon (SB3's policies use 1e-5)."""
+
+
+class PPO(ActorCritic):
+    """PPO (clipped surrogate) with GAE, minibatch epochs over each rollout, value and entropy
+    terms, per-lane gradient clipping and linear learning-rate and clip-range schedules.
+
+    Every ``num_envs × n_steps`` environment steps it makes ``n_epochs`` passes over the
+    rollout in minibatches of ``batch_size`` (each lane's order drawn from its own generator).
+    At a truncated step the reward is bootstrapped with the value of the true final
+    observation; at a terminated step it is not.
+    """
+
+    Config: ClassVar[type[AgentConfig]] = PPOConfig
+    name: ClassVar[str] = "ppo"
+
+    def make_optimizer(self) -> LaneOptimizer:
+        return LaneOptimizer(self.params, "adam", eps=self.cfg.adam_eps)
+
+    def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
+        c: PPOConfig = self.cfg  # type: ignore[assignment]
+        # Schedules at this update, from the budget left (as SB3: progress after the rollout).
+        lr = scheduled(c.learning_rate, c.learning_rate_schedule, self.progress_remaining)
+        clip = scheduled(c.clip_range, c.clip_range_schedule, self.progress_remaining)
+        lanes, samples = batch.advantages.shape
+        device = batch.advantages.device
+        totals = {
+            name: torch.zeros(lanes, device=device)
+            for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        }
+        minibatches = 0
+
+        for _ in range(c.n_epochs):
+            # Each lane's own shuffle of its samples, from its own generator.
+            order = np.stack([rng.permutation(samples) for rng in self.context.lane_rngs])
+            order_t = torch.as_tensor(order, device=device)
+            for start in range(0, samples, c.batch_size):
+                mb = batch.take(order_t[:, start : start + c.batch_size])
+
+                log_prob, entropy = self.dist.log_prob_entropy(self.actor(mb.obs), mb.actions)
+                values = self.value(mb.obs)
+
+                advantages = mb.advantages
+                if c.normalize_advantage:
+                    advantages = standardize(advantages)
+
+                # The clipped surrogate: the ratio of new to old probabilities, and its clip.
+                log_ratio = log_prob - mb.log_probs
+                ratio = log_ratio.exp()
+                clipped = ratio.clamp(1 - clip, 1 + clip)
+                surrogate = torch.min(advantages * ratio, advantages * clipped)
+                policy_loss = -surrogate.mean(dim=1)
+
+                if c.clip_range_vf is None:
+                    values_pred = values
+                else:  # keep the new value within clip_range_vf of the old one
+                    values_pred = mb.values + (values - mb.values).clamp(
+                        -c.clip_range_vf, c.clip_range_vf
+                    )
+                value_loss = ((mb.returns - values_pred) ** 2).mean(dim=1)
+                entropy_loss = -entropy.mean(dim=1)
+
+                loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+                self.gradient_step(loss, lr)
+
+                with torch.no_grad():
+                    totals["policy_loss"] += policy_loss
+                    totals["value_loss"] += value_loss
+                    totals["entropy"] -= entropy_loss
+                    totals["approx_kl"] += ((ratio - 1) - log_ratio).mean(dim=1)
+                    totals["clip_fraction"] += ((ratio - 1).abs() > clip).float().mean(dim=1)
+                minibatches += 1
+
+        metrics = {name: total / minibatches for name, total in totals.items()}
+        metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
+        metrics["learning_rate"] = torch.full((lanes,), lr)
+        metrics["clip_range"] = torch.full((lanes,), clip)
+        return metrics
+
