@@ -75,12 +75,14 @@ def open_storage(location: StudyLocation) -> optuna.storages.BaseStorage:
     url = database_url(location.storage_url)
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_INTERVAL_S,
-                grace_period=GRACE_PERIOD_S,
-                heartbeat_stale_trial_callback=queue_retry,
-            )
+            with warnings.catch_warnings():  # heartbeats: experimental in name since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                    grace_period=GRACE_PERIOD_S,
+                    heartbeat_stale_trial_callback=queue_retry,
+                )
         except ModuleNotFoundError as exc:
             raise RlbenchError(
                 f"--storage: the database driver is not installed ({exc}); for PostgreSQL: "
