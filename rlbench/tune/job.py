@@ -9,8 +9,8 @@ from pathlib import Path
 from rlbench.tune.plan import TunePlan
 from rlbench.tune.space import grid_size
 
-TUNE_DIRNAME = "tune"
-TRIALS_DIRNAME = "trials"
+_TUNE_DIRNAME = "tune"
+_TRIALS_DIRNAME = "trials"
 JOURNAL_FILE = "journal.log"
 
 
@@ -26,7 +26,7 @@ class StudyLocation:
 
     @property
     def tune_dir(self) -> Path:
-        return self.results_root / self.suite / TUNE_DIRNAME
+        return self.results_root / self.suite / _TUNE_DIRNAME
 
     @property
     def study_dir(self) -> Path:
@@ -43,7 +43,7 @@ class StudyLocation:
 
     def trial_dir(self, number: int) -> Path:
         """Where trial ``number``'s runs are recorded."""
-        return self.study_dir / TRIALS_DIRNAME / str(number)
+        return self.study_dir / _TRIALS_DIRNAME / str(number)
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ from rlbench.suite import (
 )
 from rlbench.tune.space import Choices, Dimension, Fixed, FloatRange, IntRange, parse_dimension
 
-#: Tuning seeds are TUNING_SEED_BASE, TUNING_SEED_BASE + 1, ...: the same for every trial
+#: Tuning seeds are _TUNING_SEED_BASE, _TUNING_SEED_BASE + 1, ...: the same for every trial
 #: (so trials are compared on equal terms) and never among a suite's own seeds, so that
 #: ``rlbench run`` on the best configuration evaluates it on seeds it was not tuned on.
-TUNING_SEED_BASE = 10_000
+_TUNING_SEED_BASE = 10_000
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def _plan(
     target = _target(file, agents, catalogue, overrides.agent or table.agent, problems)
     environments = _environments(file, table, overrides, catalogue, problems)
     seeds_per_trial = overrides.seeds_per_trial or table.seeds_per_trial
-    seeds = tuple(range(TUNING_SEED_BASE, TUNING_SEED_BASE + seeds_per_trial))
+    seeds = tuple(range(_TUNING_SEED_BASE, _TUNING_SEED_BASE + seeds_per_trial))
     overlap = sorted(set(seeds) & set(file.seed_list))
     if overlap:
         problems.append(

@@ -50,7 +50,7 @@ def queue_retry(study: optuna.Study, trial: FrozenTrial) -> None:
         RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, fresh)
 
 
-def database_url(url: str) -> str:
+def _database_url(url: str) -> str:
     """``url`` with a driver SQLAlchemy can import. A bare ``postgresql://`` means psycopg 3
     to SQLAlchemy 2.1 (psycopg2 to 2.0): where that driver is missing and psycopg2 (the
     ``rlbench[tune-postgres]`` extra) is installed, the URL names psycopg2."""
@@ -72,7 +72,7 @@ def open_storage(location: StudyLocation) -> optuna.storages.BaseStorage:
     if location.storage_url is None:
         location.tune_dir.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(location.journal_path)))
-    url = database_url(location.storage_url)
+    url = _database_url(location.storage_url)
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
             with warnings.catch_warnings():  # heartbeats: experimental in name since 2.9

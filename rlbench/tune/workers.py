@@ -30,7 +30,7 @@ from rlbench.tune.study import count_trials, make_sampler, open_study
 from rlbench.tune.trial import run_trial
 
 #: Seconds between looks at the study (a worker waiting for others, the progress display).
-POLL_S = 1.0
+_POLL_S = 1.0
 
 _Wait = Literal["done", "wait"]
 
@@ -70,7 +70,7 @@ def worker_loop(
         if claimed == "done":
             return
         if claimed == "wait":
-            time.sleep(POLL_S)
+            time.sleep(_POLL_S)
             continue
         assert isinstance(claimed, optuna.Trial)
         run_trial(study, claimed, job, storage, catalogue)
@@ -99,7 +99,7 @@ def _worker_process(job: TuneJob, worker_index: int) -> None:
 
 def run_workers(job: TuneJob, jobs: int, poll: Callable[[], None]) -> None:
     """Run ``jobs`` worker processes on the study until it is done; ``poll`` is called
-    every :data:`POLL_S` seconds (the progress display). A worker that crashes is replaced;
+    every :data:`_POLL_S` seconds (the progress display). A worker that crashes is replaced;
     on Ctrl-C every worker is stopped and their trials failed and queued for retry."""
     ctx = mp.get_context("spawn")
 
@@ -112,7 +112,7 @@ def run_workers(job: TuneJob, jobs: int, poll: Callable[[], None]) -> None:
     restarts = 0
     try:
         while workers:
-            time.sleep(POLL_S)
+            time.sleep(_POLL_S)
             poll()
             for index, process in list(workers.items()):
                 if process.is_alive():
