@@ -201,7 +201,7 @@ def run_command(
         with lock:
             damaged = records.damaged_runs(suite_dir, [spec.run_id for spec in runs])
             _warn([f"{run_id}: damaged ({why}); it is redone" for run_id, why in damaged.items()])
-            with SuiteProgress(console, total=len(runs), already_complete=0) as display:
+            with SuiteProgress(console, total=len(runs)) as display:
                 result = run_suite(
                     suite,
                     runs,

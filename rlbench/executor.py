@@ -20,6 +20,8 @@ import queue
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +32,28 @@ from rlbench.defaults import DEFAULT_LANES
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.runspec import RunSpec
 from rlbench.suite import Suite
-from rlbench.training import RunOutcome, execute_lanes, lane_key, supports_lanes
+from rlbench.training import (
+    ProgressCallback,
+    RunOutcome,
+    execute_lanes,
+    lane_key,
+    supports_lanes,
+)
 
-EventHandler = Callable[[str, str, Mapping[str, Any]], None]
+#: ``on_event(event, run_id, payload)``: the training's progress events of every run.
+EventHandler = ProgressCallback
+#: A group of runs for a worker (each run's :meth:`RunSpec.to_json`); ``None`` stops it.
+Task = list[dict[str, Any]] | None
+#: ``(event, run_id, payload)`` from a worker: the training's events, plus ``claim`` (the
+#: worker's pid and the run ids it starts) and ``done`` (a run's :class:`RunOutcome`).
+WorkerEvent = tuple[str, str, dict[str, Any]]
 
 
 @dataclass
 class SuiteRunResult:
+    """What :func:`run_suite` did: each run it ran and how that ended, the runs it left
+    alone because they were complete, and whether Ctrl-C cut it short."""
+
     suite_dir: Path
     runs: list[RunSpec]
     outcomes: dict[str, RunOutcome] = field(default_factory=dict)
@@ -46,10 +63,6 @@ class SuiteRunResult:
     @property
     def failed(self) -> list[RunOutcome]:
         return [o for o in self.outcomes.values() if o.status == records.FAILED]
-
-    @property
-    def skipped(self) -> list[RunOutcome]:
-        return [o for o in self.outcomes.values() if o.status == records.SKIPPED]
 
 
 def lane_groups(
@@ -156,8 +169,8 @@ def run_suite(
 
 
 def _worker_main(
-    tasks: Any,
-    events: Any,
+    tasks: Queue[Task],
+    events: Queue[WorkerEvent],
     suite_dir: str,
     threads: int,
     autoload: bool | None,
@@ -194,13 +207,13 @@ def _run_in_workers(
     notify: EventHandler,
 ) -> None:
     ctx = mp.get_context("spawn")
-    tasks = ctx.Queue()
-    events = ctx.Queue()
+    tasks: Queue[Task] = ctx.Queue()
+    events: Queue[WorkerEvent] = ctx.Queue()
     for group in groups:
         tasks.put([spec.to_json() for spec in group])
     args = (tasks, events, str(suite_dir), threads, autoload, tuple(extra_plugins))
 
-    def start_worker() -> Any:
+    def start_worker() -> BaseProcess:
         tasks.put(None)  # one stop sentinel per worker, behind every task
         process = ctx.Process(target=_worker_main, args=args, daemon=True)
         process.start()
@@ -236,14 +249,16 @@ def _run_in_workers(
 
 
 def _replace_dead_workers(
-    workers: list[Any],
+    workers: list[BaseProcess],
     claims: dict[int, list[str]],
     by_id: dict[str, RunSpec],
     suite_dir: Path,
     result: SuiteRunResult,
     notify: EventHandler,
-    start_worker: Callable[[], Any],
-) -> list[Any]:
+    start_worker: Callable[[], BaseProcess],
+) -> list[BaseProcess]:
+    """The workers still alive, with a new one for each that died while runs remain; the
+    runs a dead worker had claimed are recorded as failed."""
     alive = []
     for process in workers:
         if process.is_alive() or process.exitcode == 0:

@@ -7,14 +7,24 @@ from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 
 class SuiteProgress:
-    def __init__(self, console: Console, total: int, already_complete: int) -> None:
+    """The display of the ``total`` runs a ``rlbench run`` starts; :meth:`handle` takes the
+    training's progress events (:data:`rlbench.training.ProgressCallback`)."""
+
+    def __init__(self, console: Console, total: int) -> None:
         self.console = console
         self.total = total
-        self.done = already_complete
+        self.done = 0
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(bar_width=24),
@@ -25,10 +35,8 @@ class SuiteProgress:
             disable=not console.is_terminal,
             transient=False,
         )
-        self.overall = self.progress.add_task(
-            "runs", total=total, completed=already_complete, info=""
-        )
-        self.tasks: dict[str, Any] = {}
+        self.overall = self.progress.add_task("runs", total=total, info="")
+        self.tasks: dict[str, TaskID] = {}
         self.info: dict[str, dict[str, Any]] = {}
 
     def __enter__(self) -> SuiteProgress:
