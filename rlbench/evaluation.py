@@ -2,6 +2,8 @@
 
 Episode ``j`` of every evaluation is reset with seed ``base_seed + j``, so the evaluations
 along one run (and across agents with the same run seed) face the same start states.
+Actions reach the environment as in training (:func:`rlbench.stepping.env_action`: a ``Box``
+action clipped to the space's bounds).
 
 Lanes (see :mod:`rlbench.lanes`) are evaluated in lockstep: episode ``j`` of every lane runs
 at the same time, one batched ``act`` per step, each lane on its own environment and base
@@ -36,7 +38,11 @@ def evaluate(
     max_episode_steps: int | None = None,
 ) -> dict[str, Any]:
     """Mean, std, min and max of the greedy policy's return over ``episodes`` episodes, for
-    an agent whose :meth:`~rlbench.agent.Agent.act` takes ``[n, *obs_shape]``."""
+    an agent whose :meth:`~rlbench.agent.Agent.act` takes ``[n, *obs_shape]``.
+
+    The harness evaluates lanes (:func:`evaluate_lanes`); this is the protocol for one policy
+    from outside a run, e.g. another library's trained model scored exactly as rlbench scores
+    its own (``benchmarks/sb3_vs_rlbench.py``)."""
     return evaluate_lanes(
         OneLane(agent),
         [env],
