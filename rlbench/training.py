@@ -276,8 +276,8 @@ class LaneRecord:
             self.metric_rows.append({"step": step, **{k: sums[k] / counts[k] for k in sums}})
             sums.clear()
             counts.clear()
-        self.run_dir.write_csv(records.EVALUATIONS, EVALUATION_COLUMNS, self.evaluations)
-        self.run_dir.write_csv(records.EPISODES, EPISODE_COLUMNS, self.episodes)
+        self.run_dir.write_csv(records.EVALUATIONS, records.EVALUATION_COLUMNS, self.evaluations)
+        self.run_dir.write_csv(records.EPISODES, records.EPISODE_COLUMNS, self.episodes)
         if self.metric_rows:
             names = sorted({k for row in self.metric_rows for k in row} - {"step"})
             self.run_dir.write_csv(records.METRICS, ["step", *names], self.metric_rows)
@@ -458,17 +458,4 @@ def _note_speed(lanes: Sequence[LaneRecord], step: int, sps: float) -> None:
     for lane in lanes:
         if lane.live:
             lane.notify("step", lane.spec.run_id, {"step": step, "sps": sps})
-
-
-EVALUATION_COLUMNS = [
-    "step",
-    "return_mean",
-    "return_std",
-    "return_min",
-    "return_max",
-    "length_mean",
-    "episodes",
-    "wall_time_s",
-]
-EPISODE_COLUMNS = ["step", "return", "length", "terminated"]
 
