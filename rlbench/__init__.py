@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 from importlib import metadata
+from typing import TYPE_CHECKING, Any
 
 # Intel MKL's strict conditional numerical reproducibility: a matrix product's result does
 # not depend on where its operands sit in memory, so lane k of a stacked batch computes what
@@ -19,7 +20,6 @@ from importlib import metadata
 # reads this once, at its first call, so it is set before torch is imported; a value the user
 # set is kept (and recorded in each run's provenance).
 os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rlbench.agent import Agent, AgentConfig, AgentContext, LaneAgent, Transition
