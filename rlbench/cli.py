@@ -150,7 +150,7 @@ def cli(ctx: click.Context, no_plugin_autoload: bool, plugins: tuple[str, ...]) 
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="Torch threads per worker [default: cores / jobs].",
+    help="Torch threads per worker [default: 1 for agents that train in lanes, else cores / jobs].",
 )
 @click.option(
     "--lanes",
@@ -524,7 +524,7 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="Torch threads per worker [default: cores / jobs].",
+    help="Torch threads per worker [default: 1 for agents that train in lanes, else cores / jobs].",
 )
 @click.pass_obj
 def tune_command(
@@ -553,6 +553,7 @@ def tune_command(
     import torch
 
     from rlbench import tune as tuning
+    from rlbench.agent import LaneAgent
     from rlbench.executor import default_threads
     from rlbench.suite import NAME_PATTERN, load_suite
 
@@ -569,9 +570,12 @@ def tune_command(
     if not re.match(NAME_PATTERN, name):
         _fail(f"--study-name: use letters, digits, '_', '.' and '-', got {name!r}")
     location = tuning.StudyLocation(results_root, suite.name, name, storage_url)
-    job = tuning.TuneJob(
-        plan, location, threads or default_threads(jobs), options.autoload, options.plugins
-    )
+    if threads is None:
+        # A lane agent's trial trains its seeds as lanes on one thread, where a lane
+        # computes what it computes in any group (see rlbench.executor.run_suite).
+        lanes = issubclass(catalogue.agent(plan.agent).agent, LaneAgent)
+        threads = 1 if lanes else default_threads(jobs)
+    job = tuning.TuneJob(plan, location, threads, options.autoload, options.plugins)
     dims = ", ".join(f"{k} {d.to_raw()}" for k, d in plan.dims.items())
     console.print(
         f"Tuning {plan.label} ({plan.agent}) on {', '.join(e for e, _ in plan.environments)}: "

@@ -87,6 +87,22 @@ def lane_groups(
     return sorted(order, key=len, reverse=True)
 
 
+def spread_groups(groups: list[list[RunSpec]], workers: int) -> list[list[RunSpec]]:
+    """``groups`` with the largest split in halves until there are ``workers`` of them (or
+    none has two runs left): cores that would otherwise idle train lanes of their own. At one
+    torch thread per group a lane computes the same in any group (``rlbench.lanes``), so a
+    split changes nothing but speed."""
+    groups = [list(g) for g in groups]
+    while len(groups) < workers:
+        largest = max(groups, key=len, default=[])
+        if len(largest) < 2:
+            break
+        groups.remove(largest)
+        half = (len(largest) + 1) // 2
+        groups += [largest[:half], largest[half:]]
+    return sorted(groups, key=len, reverse=True)
+
+
 def default_jobs(pending: int) -> int:
     return max(1, min(os.cpu_count() or 1, pending))
 
@@ -139,6 +155,12 @@ def run_suite(
             pending.append(spec)
     notify = on_event or (lambda *_: None)
     groups = lane_groups(pending, catalogue, lanes)
+    if threads is None and any(supports_lanes(g[0], catalogue) for g in groups):
+        # A group on several threads may round a lane differently than a group of another
+        # size would (MKL splits a lone matrix product across threads, a batch of them
+        # not): lanes train on one thread each, and idle cores get groups of their own.
+        groups = spread_groups(groups, jobs)
+        threads = 1
     jobs = min(jobs, len(groups)) if groups else 1
     threads = threads or default_threads(jobs)
 

@@ -127,3 +127,33 @@ def test_the_stacked_adam_updates_each_lane_as_alone(fast):
         for seed, tensors in stacked_training(seeds[:size], fast).items():
             for got, expected in zip(tensors, alone[seed], strict=True):
                 assert torch.equal(got, expected), f"seed {seed} in a group of {size}"
+
+
+def test_idle_cores_get_groups_of_their_own():
+    from rlbench.executor import spread_groups
+
+    groups = [["a", "b", "c", "d", "e"], ["f"]]
+    assert spread_groups(groups, 1) == groups
+    assert spread_groups(groups, 3) == [["a", "b", "c"], ["d", "e"], ["f"]]
+    assert sorted(map(len, spread_groups(groups, 16))) == [1] * 6  # no run is split
+
+
+def test_lanes_train_on_one_thread_by_default(tmp_path, catalogue):
+    """``run_suite`` without ``threads``: a lane agent's groups train on one torch thread
+    (where group size cannot change a lane), and a single group is spread over the jobs."""
+    import json
+
+    from rlbench.executor import run_suite
+
+    (tmp_path / "s.toml").write_text(
+        textwrap.dedent(SUITE).replace("seeds = 16", "seeds = 2").replace("= 400", "= 100")
+    )
+    suite = load_suite(tmp_path / "s.toml", catalogue)
+    runs = [s for s in expand(suite) if s.agent == "naive_dqn"]
+    torch.set_num_threads(2)
+    result = run_suite(suite, runs, tmp_path / "results", catalogue=catalogue, jobs=1)
+    assert [o.status for o in result.outcomes.values()] == ["complete"] * 2
+    for spec in runs:
+        run_dir = tmp_path / "results" / "groups" / "runs" / spec.run_id
+        assert json.loads((run_dir / "provenance.json").read_text())["torch_threads"] == 1
+    assert torch.get_num_threads() == 2  # the caller's setting is restored
