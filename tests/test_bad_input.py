@@ -116,27 +116,12 @@ def run_dir_is_a_file(tmp: Path) -> None:
     write(tmp / "res" / "t" / "runs" / run_id, "not a run")
 
 
-def _mlp_accepts(size: int) -> bool:
-    from rlbench_mlp import MLPConfig
-
-    try:
-        MLPConfig(hidden_sizes=[size])
-    except ValueError:
-        return False
-    return True
-
-
 def _dqn_declares_spaces() -> bool:
     from rlbench_dqn.dqn import DQN
 
     return callable(getattr(DQN, "check_spaces", None))
 
 
-PENDING_MLP = pytest.mark.xfail(
-    _mlp_accepts(0) or _mlp_accepts(-4),
-    reason="rlbench_mlp's MLPConfig.hidden_sizes needs items >= 1 (asked of its owner)",
-    strict=True,
-)
 PENDING_DQN = pytest.mark.xfail(
     not _dqn_declares_spaces(),
     reason="the DQN family's check_spaces (Discrete actions) is asked of its owner",
@@ -238,7 +223,6 @@ CASES = [
         "error: s.toml: agents[0].network.hidden_sizes[0]: input should be greater than or "
         "equal to 1, got 0",
         suite_file(suite_text(extra='network = { name = "mlp", hidden_sizes = [0] }')),
-        marks=[PENDING_MLP],
     ),
     Case(
         "hidden-size-negative",
@@ -246,7 +230,6 @@ CASES = [
         "error: s.toml: agents[0].network.hidden_sizes[0]: input should be greater than or "
         "equal to 1, got -4",
         suite_file(suite_text(extra='network = { name = "mlp", hidden_sizes = [-4] }')),
-        marks=[PENDING_MLP],
     ),
     Case(
         "unknown-agent-did-you-mean",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 from torch import nn
@@ -20,7 +20,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 class MLPConfig(NetworkConfig):
-    hidden_sizes: list[int] = Field(default_factory=lambda: [64, 64], min_length=0)
+    hidden_sizes: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [64, 64], min_length=0
+    )
     """Width of each hidden layer, input side first; [] is a linear model."""
     activation: Literal["relu", "tanh", "elu", "gelu", "silu", "leaky_relu"] = "relu"
     """Non-linearity after every hidden layer."""
