@@ -135,6 +135,19 @@ class Agent(ABC, Generic[ConfigT]):
         self.config: ConfigT = config
         self.context = context
 
+    @classmethod
+    def check_spaces(cls, observation_space: gym.Space, action_space: gym.Space) -> str | None:
+        """Why this agent cannot train on an environment with these (single-environment)
+        spaces, in a few words, or ``None`` if it can.
+
+        Called when a suite is validated (``rlbench validate``, ``rlbench run``), once per
+        agent × environment pair, before any run starts: a pair it refuses is reported as
+        ``agents[i] on environments[j]: NAME cannot train on 'ENV': REASON``. The default
+        accepts every space; override it to declare what the agent supports (e.g. the DQN
+        family returns a reason unless the action space is ``Discrete``).
+        """
+        return None
+
     @abstractmethod
     def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
         """Choose actions for a batch of observations ``[n, *obs_shape]``.

@@ -116,18 +116,6 @@ def run_dir_is_a_file(tmp: Path) -> None:
     write(tmp / "res" / "t" / "runs" / run_id, "not a run")
 
 
-def _dqn_declares_spaces() -> bool:
-    from rlbench_dqn.dqn import DQN
-
-    return callable(getattr(DQN, "check_spaces", None))
-
-
-PENDING_DQN = pytest.mark.xfail(
-    not _dqn_declares_spaces(),
-    reason="the DQN family's check_spaces (Discrete actions) is asked of its owner",
-    strict=True,
-)
-
 SPACES_PLUGIN = """
     from rlbench import AgentSpec, hookimpl
     from rlbench_dqn.naive_dqn import NaiveDQN
@@ -215,7 +203,6 @@ CASES = [
         ["validate", "s.toml"],
         "error: s.toml: agents[0] on environments[0]: dqn cannot train on 'Pendulum-v1': …",
         suite_file(suite_text(agent="dqn", environments='"Pendulum-v1"')),
-        marks=[PENDING_DQN],
     ),
     Case(
         "hidden-size-zero",

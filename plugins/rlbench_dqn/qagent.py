@@ -14,6 +14,7 @@ from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import gymnasium as gym
 import torch
 
 from rlbench import AgentContext, LaneAgent, Transition
@@ -34,6 +35,13 @@ class QAgent(LaneAgent[QConfigT]):
     (:meth:`exploration`) and :meth:`observe`."""
 
     name: ClassVar[str] = "dqn"
+
+    @classmethod
+    def check_spaces(cls, observation_space: gym.Space, action_space: gym.Space) -> str | None:
+        """A Q-network has one output per action: the action space must be ``Discrete``."""
+        if not isinstance(action_space, gym.spaces.Discrete):
+            return f"it needs a Discrete action space, got {action_space}"
+        return None
 
     def __init__(self, config: QConfigT, context: AgentContext, *, target_network: bool) -> None:
         super().__init__(config, context)
