@@ -464,6 +464,7 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
         f"{result['return_max']:g}; mean length {result['length_mean']:.1f})",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
 
 @cli.command("tune")
