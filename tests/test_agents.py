@@ -196,3 +196,169 @@ def test_target_network_syncs_on_its_interval(catalogue):
     agent.observe(t)
     online, target = agent.q.state_dict(), agent.q_target.state_dict()
     assert all(torch.equal(online[k], target[k]) for k in online)
+
+
+def dqn_on_cartpole(catalogue, num_envs: int = 1, seed: int = 0, **config):
+    spec = catalogue.agent("dqn")
+    cfg = spec.config_model.model_validate({"batch_size": 4, "num_envs": num_envs, **config})
+    return spec.agent(cfg, make_context(gym.make("CartPole-v1"), seed=seed, num_envs=num_envs))
+
+
+def feed(agent, num_envs: int, steps: int) -> list[dict]:
+    """``steps`` transitions of ``num_envs`` CartPole-shaped environments (fixed values: the
+    tests below count what the agent does with them, not what it learns)."""
+    metrics = []
+    for i in range(steps // num_envs):
+        obs = torch.full((1, num_envs, 4), 0.01 * i)
+        t = Transition(
+            obs=obs,
+            action=agent.act(obs),
+            reward=torch.ones(1, num_envs),
+            next_obs=obs + 0.01,
+            terminated=torch.zeros(1, num_envs, dtype=torch.bool),
+            truncated=torch.zeros(1, num_envs, dtype=torch.bool),
+        )
+        metrics.append(agent.observe(t))
+    return metrics
+
+
+def count_gradient_steps(agent) -> list[int]:
+    """Wrap ``agent.gradient_step`` to count its calls; returns the live tally."""
+    calls: list[int] = []
+    step = agent.gradient_step
+
+    def counted(*args, **kwargs):
+        calls.append(agent.steps)
+        return step(*args, **kwargs)
+
+    agent.gradient_step = counted
+    return calls
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_dqn_gradient_steps_minus_one_takes_one_per_environment_step(catalogue, num_envs):
+    # SB3's gradient_steps = -1: each phase takes as many gradient steps as environment steps
+    # since the previous phase boundary. With three environments and train_frequency 4 the
+    # boundaries fall at steps 6, 9, 12, 18, 21, 24, 30, ... (6, 3, 3, 6, ... steps apart).
+    agent = dqn_on_cartpole(
+        catalogue, num_envs, learning_starts=8, train_frequency=4, gradient_steps=-1
+    )
+    calls = count_gradient_steps(agent)
+    feed(agent, num_envs, 60)
+    per_phase = [calls.count(s) for s in sorted(set(calls))]
+    if num_envs == 1:  # one per step: train_frequency per phase, from step 12 on
+        assert sorted(set(calls)) == list(range(12, 61, 4)) and set(per_phase) == {4}
+    else:
+        assert sorted(set(calls)) == [9, 12, 18, 21, 24, 30, 33, 36, 42, 45, 48, 54, 57, 60]
+        assert per_phase == [3, 3, 6, 3, 3, 6, 3, 3, 6, 3, 3, 6, 3, 3]
+    # Every environment step after the first trained phase's boundary is matched by one.
+    assert len(calls) == 60 - (8 if num_envs == 1 else 6)
+
+
+def test_dqn_gradient_steps_minus_one_is_train_frequency_with_one_environment(catalogue):
+    a = dqn_on_cartpole(catalogue, learning_starts=8, train_frequency=4, gradient_steps=-1)
+    b = dqn_on_cartpole(catalogue, learning_starts=8, train_frequency=4, gradient_steps=4)
+    ma, mb = feed(a, 1, 40), feed(b, 1, 40)
+    assert ma == mb and any("loss" in m for m in ma)
+    for key, value in a.q.state_dict().items():
+        assert torch.equal(value, b.q.state_dict()[key])
+
+
+@pytest.mark.parametrize("steps", [0, -2])
+def test_dqn_refuses_gradient_steps_other_than_minus_one_below_one(tmp_path, catalogue, steps):
+    from rlbench.errors import SuiteError
+    from rlbench.suite import load_suite
+
+    path = tmp_path / "suite.toml"
+    path.write_text(ZOO_DQN_LANES.replace("gradient_steps = -1", f"gradient_steps = {steps}"))
+    with pytest.raises(SuiteError) as error:
+        load_suite(path, catalogue)
+    assert str(error.value) == (
+        f"{path}: agents[0].config.gradient_steps: must be at least 1, or -1 for as many as "
+        f"the environment steps between training phases (got {steps})"
+    )
+
+
+def test_dqn_acts_uniformly_at_random_before_learning_starts_when_asked(catalogue):
+    agent = dqn_on_cartpole(
+        catalogue, 2, seed=3, learning_starts=10, random_actions_before_learning=True
+    )
+    probe = np.random.default_rng(3)  # the lane's stream, as make_context seeds it
+    obs = torch.zeros(1, 2, 4)
+    greedy = agent.act(obs, greedy=True)
+    for _ in range(5):  # steps 0-9: what the stream's integers(2, size=2) draws, nothing else
+        expected = probe.integers(2, size=2)
+        assert agent.act(obs).tolist() == [expected.tolist()]
+        feed_one = Transition(obs, agent.act(obs, greedy=True), torch.ones(1, 2), obs,
+                              torch.zeros(1, 2, dtype=torch.bool),
+                              torch.zeros(1, 2, dtype=torch.bool))
+        agent.observe(feed_one)
+    assert torch.equal(agent.act(obs, greedy=True), greedy)  # evaluation stays greedy
+    # From learning_starts on, epsilon-greedy as without the option (epsilon 1 at the start of
+    # the decay: a draw of random(2) and integers(2, size=2) from the same stream).
+    assert agent.steps == 10
+    explore = probe.random(2) < agent.exploration()[0]
+    choice = probe.integers(2, size=2)
+    expected = np.where(explore, choice, greedy[0].numpy())
+    assert agent.act(obs).tolist() == [expected.tolist()]
+
+
+def test_dqn_random_actions_are_off_by_default_and_leave_run_identities_alone(catalogue):
+    config = catalogue.agent("dqn").config_model()
+    assert config.random_actions_before_learning is False
+    assert "random_actions_before_learning" not in config.model_dump(mode="json")
+    on = config.model_copy(update={"random_actions_before_learning": True})
+    assert on.model_dump(mode="json")["random_actions_before_learning"] is True
+
+
+ZOO_DQN_LANES = """
+name = "zoo_dqn_lanes"
+seeds = [0, 1]
+devices = ["cpu"]
+environments = ["CartPole-v1"]
+
+[budget]
+steps = 600
+eval_interval = 300
+eval_episodes = 2
+
+[[agents]]
+name = "dqn"
+network = { name = "mlp", hidden_sizes = [16] }
+[agents.config]
+learning_starts = 300
+train_frequency = 50
+gradient_steps = -1
+random_actions_before_learning = true
+batch_size = 16
+num_envs = 2
+"""
+
+
+def test_dqn_zoo_options_keep_lane_k_the_separate_run_of_seed_k(tmp_path, catalogue):
+    import csv
+
+    from rlbench.runspec import expand
+    from rlbench.suite import load_suite
+    from rlbench.training import execute_lanes, execute_run
+
+    path = tmp_path / "suite.toml"
+    path.write_text(ZOO_DQN_LANES)
+    specs = expand(load_suite(path, catalogue))
+    torch.set_num_threads(1)
+    assert [o.status for o in execute_lanes(specs, tmp_path / "g", catalogue)] == ["complete"] * 2
+
+    def run_files(root, spec):
+        run = root / "runs" / spec.run_id
+        with (run / "episodes.csv").open(newline="") as f:
+            episodes = list(csv.DictReader(f))
+        return episodes, torch.load(run / "weights.pt", weights_only=True)["q_network"]
+
+    grouped = []
+    for spec in specs:
+        assert execute_run(spec, tmp_path / "a", catalogue).status == "complete"
+        (ea, wa), (eg, wg) = run_files(tmp_path / "a", spec), run_files(tmp_path / "g", spec)
+        assert ea == eg
+        assert all(torch.equal(wa[k], wg[k]) for k in wa)
+        grouped.append(eg)
+    assert grouped[0] != grouped[1]

@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 from rlbench import AgentConfig, AgentContext, Transition
 from rlbench_dqn.config import Fraction, LearningRate, LinearEpsilonConfig
@@ -52,12 +53,36 @@ class DQNConfig(LinearEpsilonConfig):
     """Environment steps of pure collection before the first gradient step."""
     train_frequency: int = Field(256, ge=1)
     """Environment steps between training phases."""
-    gradient_steps: int = Field(128, ge=1)
-    """Gradient steps per training phase."""
+    gradient_steps: int = 128
+    """Gradient steps per training phase; -1: as many as environment steps since the previous
+    phase boundary (``train_frequency`` with one environment), Stable-Baselines3's -1."""
+    random_actions_before_learning: bool = False
+    """Act uniformly at random (not epsilon-greedy) while the agent has taken fewer than
+    ``learning_starts`` environment steps, as Stable-Baselines3's DQN does. The epsilon schedule
+    still counts those steps, as SB3's does."""
     target_update_interval: int = Field(10, ge=1)
     """Environment steps between copies of the online weights into the target network."""
     max_grad_norm: float = Field(10.0, gt=0)
     """Gradients are clipped to this global norm."""
+
+    @field_validator("gradient_steps")
+    @classmethod
+    def _gradient_steps(cls, value: int) -> int:
+        if value != -1 and value < 1:
+            raise ValueError(
+                f"must be at least 1, or -1 for as many as the environment steps between "
+                f"training phases (got {value})"
+            )
+        return value
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A run's identity (its directory name) hashes its dumped config: left out while off,
+        # the option added later keeps every existing run's identity, and its results, valid.
+        data = handler(self)
+        if not self.random_actions_before_learning:
+            data.pop("random_actions_before_learning", None)
+        return data
 
 
 class DQN(QAgent[DQNConfig]):
@@ -68,6 +93,12 @@ class DQN(QAgent[DQNConfig]):
     copy of the online one refreshed every ``target_update_interval`` environment steps (as
     Stable-Baselines3 counts it). Targets bootstrap through truncation, not termination.
     Gradients are clipped to ``max_grad_norm`` per lane.
+
+    RL Zoo's settings are written as the Zoo writes them: ``gradient_steps = -1`` takes as many
+    gradient steps as environment steps were taken since the previous phase boundary (a
+    multiple of ``train_frequency``, crossed or not), and ``random_actions_before_learning``
+    acts uniformly at random during ``learning_starts``. Lane ``k`` draws those actions from
+    ``context.lane_rngs[k]`` alone, so the lanes stay exact.
     """
 
     Config: ClassVar[type[AgentConfig]] = DQNConfig
@@ -85,6 +116,22 @@ class DQN(QAgent[DQNConfig]):
     def __init__(self, config: DQNConfig, context: AgentContext) -> None:
         super().__init__(config, context, target_network=True)
         self.buffer = LaneReplayBuffer.for_agent(config.buffer_size, context)
+        self.phase_boundary = 0
+        """The step count when observe last crossed a multiple of ``train_frequency``."""
+        self.phase_gradient_steps = config.gradient_steps
+        """Gradient steps of the training phase under way (resolved from -1 at its start)."""
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        c = self.config
+        if greedy or not c.random_actions_before_learning or self.steps >= c.learning_starts:
+            return super().act(obs, greedy=greedy)
+        # SB3's warm-up: every environment's action uniformly at random, lane k from its own
+        # stream (the network is not consulted, so nothing else draws from it).
+        n = obs.shape[1]
+        actions = np.stack(
+            [rng.integers(self.num_actions, size=n) for rng in self.context.lane_rngs]
+        )
+        return torch.as_tensor(actions, device=obs.device)
 
     def exploration(self) -> list[float]:
         """The linear schedule's epsilon, the same for every lane (they step in lockstep)."""
@@ -95,15 +142,18 @@ class DQN(QAgent[DQNConfig]):
         self.buffer.add(t)
         before = self.steps
         self.count_steps(t, sync_every=c.target_update_interval)
-        if self.steps <= c.learning_starts or (
-            self.steps // c.train_frequency == before // c.train_frequency
-        ):
+        if self.steps // c.train_frequency == before // c.train_frequency:
             return {}
+        since_boundary = self.steps - self.phase_boundary
+        self.phase_boundary = self.steps
+        if self.steps <= c.learning_starts:
+            return {}
+        self.phase_gradient_steps = since_boundary if c.gradient_steps == -1 else c.gradient_steps
         return self.train_phase()
 
     def train_phase(self) -> Mapping[str, Any]:
-        """``gradient_steps`` minibatch steps on uniformly sampled replay; the metrics are
-        each lane's mean loss over the phase."""
+        """``phase_gradient_steps`` minibatch steps on uniformly sampled replay; the metrics
+        are each lane's mean loss over the phase."""
         c = self.config
         total_loss = torch.zeros(self.lanes, device=self.buffer.obs.device)
         for minibatch, target in self.phase_minibatches():
@@ -116,7 +166,7 @@ class DQN(QAgent[DQNConfig]):
             loss = lane_td_loss(q_taken, target, c.loss)
             self.gradient_step(loss, c.max_grad_norm)
             total_loss += loss.detach()
-        return self.metrics(total_loss / c.gradient_steps)
+        return self.metrics(total_loss / self.phase_gradient_steps)
 
     def targets(
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor
@@ -134,7 +184,7 @@ class DQN(QAgent[DQNConfig]):
     # What follows makes a training phase fast without changing what it computes.
 
     def phase_minibatches(self) -> Iterator[tuple[ReplaySample, torch.Tensor | None]]:
-        """The phase's ``gradient_steps`` minibatches in order, each ``[lanes, batch_size,
+        """The phase's ``phase_gradient_steps`` minibatches in order, each ``[lanes, batch_size,
         ...]``, with its TD targets, or ``None`` when they must be computed at their step
         (:attr:`targets_depend_on_online_network`).
 
@@ -147,7 +197,7 @@ class DQN(QAgent[DQNConfig]):
         """
         c = self.config
         batch = c.batch_size
-        idx = self.buffer.sample_indices(batch * c.gradient_steps)
+        idx = self.buffer.sample_indices(batch * self.phase_gradient_steps)
         per_step = self.targets_depend_on_online_network
         chunk_rows = self._chunk_rows()
         for start in range(0, idx.shape[1], chunk_rows):
