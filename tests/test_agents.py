@@ -102,19 +102,42 @@ def test_common_still_offers_the_names_plugins_import_from_it():
             assert getattr(common, name) is getattr(home, name), name
 
 
-@pytest.mark.parametrize("name", AGENTS)
+#: Small settings under which each agent learns within 40 steps of one environment.
+TINY_CONFIGS = {
+    "dqn": {"learning_starts": 8, "train_frequency": 4, "gradient_steps": 2, "batch_size": 4},
+    "replay_dqn": {"batch_size": 4},
+    "ppo": {"num_envs": 1, "n_steps": 8, "batch_size": 4, "n_epochs": 2},
+    "a2c": {"num_envs": 1, "n_steps": 5},
+}
+#: The metric each agent reports when it learns.
+LOSS_METRIC = {"ppo": "policy_loss", "a2c": "policy_loss"}
+
+
+def tensors(state) -> dict[str, torch.Tensor]:
+    """Every tensor of a (nested) state dict, by its path."""
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, torch.Tensor):
+            out[prefix] = value.clone()
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+
+    walk("", state)
+    return out
+
+
+@pytest.mark.parametrize("name", [*AGENTS, "ppo", "a2c"])
 def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue):
     env = gym.make("CartPole-v1")
     spec = catalogue.agent(name)
-    config = spec.config_model.model_validate(
-        {"learning_starts": 8, "train_frequency": 4, "gradient_steps": 2, "batch_size": 4}
-        if name == "dqn"
-        else {"batch_size": 4}
-        if name == "replay_dqn"
-        else {}
-    )
+    config = spec.config_model.model_validate(TINY_CONFIGS.get(name, {}))
     agent = spec.agent(config, make_context(env))
-    # dqn trains seeds as lanes (rlbench.LaneAgent): its tensors carry a lane dimension first.
+    # The built-ins train seeds as lanes (rlbench.LaneAgent): tensors carry a lane dimension.
     is_lane_agent = isinstance(agent, LaneAgent)
 
     def act(obs: torch.Tensor, greedy: bool = False) -> torch.Tensor:
@@ -123,22 +146,24 @@ def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue
         return agent.act(obs, greedy=greedy)
 
     obs, _ = env.reset(seed=0)
-    before = {k: v.clone() for k, v in agent.q.state_dict().items()}
+    before = tensors(agent.state_dict())
     losses = []
+    metric = LOSS_METRIC.get(name, "loss")
     for _ in range(40):
         action = act(torch.as_tensor(obs, dtype=torch.float32).unsqueeze(0))
-        assert action.shape == (1,)
+        assert action.shape == (1,) and not action.is_floating_point()  # the action contract
         next_obs, reward, term, trunc, _ = env.step(action.item())
         t = transition([obs], action, [reward], [next_obs], [term], [trunc])
         if is_lane_agent:
             t = lanes(t)
         metrics = agent.observe(t)
-        if "loss" in metrics:
-            losses.append(metrics["loss"][0] if is_lane_agent else metrics["loss"])
+        if metric in metrics:
+            losses.append(metrics[metric][0] if is_lane_agent else metrics[metric])
         obs = env.reset()[0] if term or trunc else next_obs
     assert losses and all(np.isfinite(losses))
-    after = agent.q.state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before), "weights never changed"
+    after = tensors(agent.state_dict())
+    weights = [k for k in before if k.startswith((".q_network", ".actor", ".critic"))]
+    assert weights and any(not torch.equal(before[k], after[k]) for k in weights), "no change"
 
     buffer = io.BytesIO()
     torch.save(agent.state_dict(), buffer)
@@ -146,6 +171,9 @@ def test_agent_learns_from_transitions_and_round_trips_its_state(name, catalogue
     state = torch.load(buffer, weights_only=True)
     fresh = spec.agent(config, make_context(env, seed=1))
     fresh.load_state_dict(state)
+    assert tensors(fresh.state_dict()).keys() == after.keys()
+    for key, value in tensors(fresh.state_dict()).items():
+        assert torch.equal(value, after[key]), key
     probe = torch.randn(5, 4)
     if is_lane_agent:
         fresh_act = fresh.act(probe[None], greedy=True)[0]
@@ -362,3 +390,44 @@ def test_dqn_zoo_options_keep_lane_k_the_separate_run_of_seed_k(tmp_path, catalo
         assert all(torch.equal(wa[k], wg[k]) for k in wa)
         grouped.append(eg)
     assert grouped[0] != grouped[1]
+
+
+def test_pg_agents_return_raw_float_actions_for_a_box_space(catalogue):
+    # The action contract for Box: a float tensor [lanes, n, *shape], the policy's raw sample
+    # (the harness clips it for env.step); greedy=True is the Gaussian's mean.
+    env = gym.make("Pendulum-v1")  # Box(-2, 2, (1,))
+    for name in ("ppo", "a2c"):
+        spec = catalogue.agent(name)
+        config = spec.config_model.model_validate({"num_envs": 64, "log_std_init": 2.0})
+        agent = spec.agent(config, make_context(env, num_envs=64))
+        obs = torch.zeros(1, 64, 3)
+        sample = agent.act(obs)
+        assert sample.shape == (1, 64, 1) and sample.dtype == torch.float32
+        assert (sample.abs() > 2).any(), "raw samples beyond the bounds are not clipped"
+        greedy = agent.act(obs, greedy=True)
+        assert greedy.shape == (1, 64, 1) and torch.equal(greedy, agent.act(obs, greedy=True))
+
+
+def test_the_budget_counts_transitions_over_all_environments(tmp_path, catalogue):
+    # budget.steps = 31 with num_envs = 3: 11 harness steps of 3 environments, 33 transitions
+    # (the next multiple of num_envs), and the agent counted all of them.
+    import json
+
+    from rlbench.runspec import expand
+    from rlbench.suite import load_suite
+    from rlbench.training import execute_run
+
+    path = tmp_path / "suite.toml"
+    path.write_text(
+        ZOO_DQN_LANES.replace("seeds = [0, 1]", "seeds = [0]")
+        .replace("steps = 600", "steps = 31")
+        .replace("eval_interval = 300", "eval_interval = 15")
+        .replace("num_envs = 2", "num_envs = 3")
+    )
+    [spec] = expand(load_suite(path, catalogue))
+    assert execute_run(spec, tmp_path / "out", catalogue).status == "complete"
+    run = tmp_path / "out" / "runs" / spec.run_id
+    assert json.loads((run / "status.json").read_text())["env_steps"] == 33
+    evaluated_at = [line.split(",")[0] for line in (run / "evaluations.csv").read_text().split()]
+    assert evaluated_at[1:] == ["0", "15", "30", "33"]
+    assert torch.load(run / "weights.pt", weights_only=True)["steps"] == 33
