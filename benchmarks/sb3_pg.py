@@ -423,9 +423,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     # Lazy imports the first optimizer of a process pays (about a second) are paid here, not
     # by whichever framework happens to run first.
+    # The first backward pass given its gradient (rlbench's, per lane) imports sympy (~1 s).
     warm = torch.nn.Parameter(torch.zeros(1))
     torch.optim.Adam([warm])
     torch.optim.RMSprop([warm])
+    (warm * 2).backward(torch.ones(1))
     for name in args.cases:
         benchmark_case(CASES[name], args)
 
