@@ -119,10 +119,16 @@ def write_manifest(
     """The suite as run (:class:`records.SuiteManifest`): its source and its run ids, so
     reports know what belongs to it, and (given the catalogue) each environment's reference
     scores, so reports need no plugin to normalize."""
-    references = None
+    references: dict[str, records.EnvReference | None] | None = None
     if catalogue is not None:
-        envs = dict.fromkeys(spec.env for spec in runs)
-        references = {env: records.EnvReference.declared(catalogue, env) for env in envs}
+        # The scores for each run's kwargs (LunarLander-v3 with continuous=True has its own);
+        # an environment in the suite twice keeps its first entry's, as reports key by name.
+        references = {}
+        for spec in runs:
+            if spec.env not in references:
+                references[spec.env] = records.EnvReference.declared(
+                    catalogue, spec.env, spec.env_kwargs
+                )
     manifest = records.SuiteManifest(
         suite.name, str(suite.path), tuple(r.run_id for r in runs), references
     )

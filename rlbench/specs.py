@@ -71,11 +71,23 @@ class NetworkSpec:
 @dataclass(frozen=True)
 class ReferenceScores:
     """Two returns that put an environment's scores on a common scale: what a uniformly
-    random policy gets, and the threshold at which the task counts as solved. Reports
-    normalize as ``(score - random) / (solved - random)``."""
+    random policy gets, and the threshold at which the task counts as solved (or, where the
+    task has none, a published reference score). Reports normalize as
+    ``(score - random) / (solved - random)``.
+
+    ``kwargs`` says which environment kwargs the scores are for: empty, they hold for any;
+    ``{"continuous": True}``, only for an environment made with ``continuous=True`` (see
+    :meth:`EnvironmentSpec.reference_for`)."""
 
     random: float
     solved: float
+    # Not hashed: a dict is not hashable, and two scores for different kwargs may be equal.
+    kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def applies_to(self, kwargs: Mapping[str, Any]) -> bool:
+        """Whether an environment made with ``kwargs`` (all of them, defaults included) is
+        one these scores are for: every key of :attr:`kwargs` has the given value."""
+        return all(key in kwargs and kwargs[key] == value for key, value in self.kwargs.items())
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,10 @@ class EnvironmentSpec:
 
     ``make(**kwargs)`` returns a fresh ``gymnasium.Env``; ``wrappers`` are applied in order
     afterwards (each ``wrapper(env) -> env``). Suite files pass ``kwargs`` through.
+    ``reference`` holds for any kwargs; ``variants`` are reference scores for particular
+    kwargs (each with its ``kwargs`` set), e.g. LunarLander-v3 with ``continuous=True``.
+    ``install`` is how to install what ``make`` needs when that is optional (a command):
+    validation shows it when ``make`` fails for want of a module.
     """
 
     name: str
@@ -92,12 +108,39 @@ class EnvironmentSpec:
     wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()
     description: str = ""
     default_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    variants: tuple[ReferenceScores, ...] = ()
+    install: str = ""
 
     def create(self, **kwargs: Any) -> gym.Env:
         env = self.make(**{**self.default_kwargs, **kwargs})
         for wrap in self.wrappers:
             env = wrap(env)
         return env
+
+    def reference_for(self, kwargs: Mapping[str, Any] | None = None) -> ReferenceScores | None:
+        """The reference scores of the environment made with ``kwargs`` (a suite entry's,
+        over :attr:`default_kwargs`): of :attr:`reference` and :attr:`variants`, the one
+        that names the most of these kwargs and applies to them all; ``None`` when none
+        does."""
+        given = {**self.default_kwargs, **(kwargs or {})}
+        candidates = [self.reference, *self.variants]
+        matching = [ref for ref in candidates if ref is not None and ref.applies_to(given)]
+        # max keeps the first of equally specific ones: `reference` before the variants.
+        return max(matching, key=lambda ref: len(ref.kwargs), default=None)
+
+    def missing_dependency(self, exc: BaseException) -> str | None:
+        """What ``exc``, raised by :meth:`create`, says is not installed, with the command
+        that installs it when :attr:`install` knows one (one line); ``None`` when ``exc`` is
+        about something else. Gymnasium raises ``DependencyNotInstalled`` (from the
+        ``ImportError``) where an optional package is missing."""
+        missing = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+        module = missing.name if isinstance(missing, ModuleNotFoundError) else None
+        if module is None and not isinstance(exc, gym.error.DependencyNotInstalled):
+            return None
+        what = f"the module {module!r}, which is not installed" if module else " ".join(
+            str(exc).split()
+        )
+        return f"needs {what}" + (f"; install it with: {self.install}" if self.install else "")
 
     @property
     def summary(self) -> str:
@@ -227,6 +270,16 @@ def _environment_problem(spec: EnvironmentSpec, where: str) -> str | None:
         return _wrong(where, "make", spec.make, "a function")
     if spec.reference is not None and not isinstance(spec.reference, ReferenceScores):
         return _wrong(where, "reference", spec.reference, "rlbench.ReferenceScores or None")
+    if not isinstance(spec.variants, tuple | list) or not all(
+        isinstance(ref, ReferenceScores) for ref in spec.variants
+    ):
+        return _wrong(where, "variants", spec.variants, "a tuple of rlbench.ReferenceScores")
+    for i, ref in enumerate([spec.reference, *spec.variants]):
+        if ref is not None and not isinstance(ref.kwargs, Mapping):
+            attribute = "reference.kwargs" if i == 0 else f"variants[{i - 1}].kwargs"
+            return _wrong(where, attribute, ref.kwargs, "a mapping")
+    if not isinstance(spec.install, str):
+        return _wrong(where, "install", spec.install, "a string")
     if not isinstance(spec.wrappers, tuple | list) or not all(map(callable, spec.wrappers)):
         return _wrong(where, "wrappers", spec.wrappers, "a tuple of functions")
     if not isinstance(spec.default_kwargs, Mapping):

@@ -187,11 +187,14 @@ class EnvReference:
     plugin: str = ""
 
     @classmethod
-    def declared(cls, catalogue: Catalogue, env: str) -> EnvReference | None:
-        """What the plugin providing ``env`` in ``catalogue`` declares, or ``None`` (none
-        declared, or a plain Gymnasium id no plugin describes)."""
+    def declared(
+        cls, catalogue: Catalogue, env: str, kwargs: Mapping[str, Any] | None = None
+    ) -> EnvReference | None:
+        """What the plugin providing ``env`` in ``catalogue`` declares for the environment
+        made with ``kwargs`` (:meth:`~rlbench.specs.EnvironmentSpec.reference_for`), or
+        ``None`` (none declared, or a plain Gymnasium id no plugin describes)."""
         provided = catalogue.environments.get(env)
-        ref = provided.spec.reference if provided is not None else None
+        ref = provided.spec.reference_for(kwargs) if provided is not None else None
         if provided is None or ref is None:
             return None
         return cls(ref.random, ref.solved, provided.plugin.name)

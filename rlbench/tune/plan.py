@@ -263,7 +263,7 @@ def _references(
     whose scores the objective normalizes to be comparable."""
     table: dict[str, tuple[float, float] | None] = {}
     for env in environments:
-        ref: ReferenceScores | None = catalogue.environment(env.id).reference
+        ref: ReferenceScores | None = catalogue.environment(env.id).reference_for(env.kwargs)
         table[env.id] = (ref.random, ref.solved) if ref is not None else None
     missing = [env for env, ref in table.items() if ref is None]
     if len(table) > 1 and missing:
