@@ -17,7 +17,7 @@ from rlbench import __version__, records
 from rlbench.defaults import DEFAULT_LANES
 from rlbench.errors import RlbenchError
 from rlbench.progress import SuiteProgress
-from rlbench.results import load_runs, summary_table
+from rlbench.results import load_runs, recorded_references, summary_table
 from rlbench.suite_lock import SuiteLock
 
 # The executor, plugins, run specs and suites import torch and gymnasium: each command
@@ -304,8 +304,13 @@ def _print_summary(suite_dir: Path) -> None:
     table.add_column("return", justify="right")
     table.add_column("n", justify="right")
     table.add_column("not complete", justify="right")
+    from rlbench.report.formatting import decimals_by_env
+
+    # The report's precision rule, with the reference scores this run recorded.
+    decimals = decimals_by_env(table_df, recorded_references(suite_dir))
     for row in table_df.itertuples(index=False):
-        score = "—" if pd.isna(row.mean) else f"{row.mean:.1f} ± {row.std:.1f}"
+        d = decimals.get(row.env, 1)
+        score = "—" if pd.isna(row.mean) else f"{row.mean:.{d}f} ± {row.std:.{d}f}"
         table.add_row(row.label, row.env, score, str(row.n), str(row.not_complete or ""))
     console.print(table)
     bad = runs[runs["status"] != records.COMPLETE] if not runs.empty else runs

@@ -31,8 +31,9 @@ def catalogue() -> Catalogue:
 
 @pytest.fixture(scope="module")
 def suite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two agents, 4 seeds, three environments (one without reference scores), one failed
-    and one skipped run, a run never started; `good` is clearly better."""
+    """Two agents, 4 seeds, three environments (Unscored-v0, which no plugin describes, has
+    no reference scores), one failed and one skipped run, a run never started; `good` is
+    clearly better."""
     runs = []
     for seed in range(4):
         runs += [
@@ -42,8 +43,8 @@ def suite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ),
             FakeRun("good", "Acrobot-v1", seed, final=-90.0 - seed, start=-500.0),
             FakeRun("bad", "Acrobot-v1", seed, final=-400.0 - seed, start=-500.0),
-            FakeRun("good", "Pendulum-v1", seed, final=-150.0, start=-1400.0),
-            FakeRun("bad", "Pendulum-v1", seed, final=-1100.0, start=-1400.0),
+            FakeRun("good", "Unscored-v0", seed, final=-150.0, start=-1400.0),
+            FakeRun("bad", "Unscored-v0", seed, final=-1100.0, start=-1400.0),
         ]
     runs += [
         FakeRun("bad", "CartPole-v1", 4, status=records.FAILED, error=FAILED_ERROR),
@@ -131,7 +132,7 @@ def test_summary_claims_only_what_the_ci_supports(written: Path) -> None:
         "[1.00, 1.00]), on CartPole-v1 (1.00 [1.00, 1.00])" in summary
     )
     assert "bad beats" not in summary
-    assert "Pendulum-v1 declares no reference scores" in summary
+    assert "Unscored-v0 declares no reference scores" in summary
     assert "CartPole-v1 solved (final return ≥ 475.0) by good in 4/4 runs" in summary
 
 
@@ -143,7 +144,7 @@ def test_tables_hold_the_numbers(written: Path) -> None:
     assert good["ci_low"] <= 481.5 <= good["ci_high"]
     refs = pd.read_csv(tables / "references.csv").set_index("env")
     assert refs.loc["CartPole-v1", "random"] == 22.2 and refs.loc["CartPole-v1", "solved"] == 475
-    assert pd.isna(refs.loc["Pendulum-v1", "solved"])
+    assert pd.isna(refs.loc["Unscored-v0", "solved"])
     aggregate = pd.read_csv(tables / "aggregate.csv")
     assert set(aggregate["metric"]) == {"median", "iqm", "mean", "optimality_gap"}
     assert (aggregate["n_envs"] == 2).all()

@@ -54,16 +54,18 @@ def _score_rows(data: ReportData) -> tuple[list[str], list[list[str]], str]:
         "not complete",
     ]
     rows = []
+    decimals = fmt.decimals_by_env(data.scores, data.references)
     for r in data.scores.to_dict("records"):
         n = int(r["n"])
+        d = decimals.get(r["env"], fmt.MIN_DECIMALS)
         rows.append(
             [
                 fmt.escape(r["agent_key"]),
                 fmt.escape(r["env"]),
                 str(n),
-                "—" if n == 0 else f"{fmt.num(r['mean'])} ± {fmt.num(r['std'])}",
-                fmt.num(r["median"]),
-                fmt.ci(r["iqm"], r["ci_low"], r["ci_high"]),
+                "—" if n == 0 else f"{fmt.num(r['mean'], d)} ± {fmt.num(r['std'], d)}",
+                fmt.num(r["median"], d),
+                fmt.ci(r["iqm"], r["ci_low"], r["ci_high"], d),
                 fmt.fraction(r["success_rate"], n),
                 fmt.fraction(r["reached_solved"], n),
                 fmt.steps(r["steps_to_solved"]),
@@ -132,8 +134,8 @@ def _section_aggregate(data: ReportData, figures: Mapping[str, str]) -> list[str
             [
                 [
                     fmt.escape(env),
-                    fmt.num(ref.random) if ref else "—",
-                    fmt.num(ref.solved) if ref else "—",
+                    fmt.exact(ref.random) if ref else "—",
+                    fmt.exact(ref.solved) if ref else "—",
                     fmt.escape(data.reference_sources[env]),
                 ]
                 for env, ref in data.references.items()

@@ -193,14 +193,14 @@ def section_summary(data: ReportData) -> list[str]:
         ]
         if solved:
             bullets.append(
-                f"{fmt.escape(env)} solved (final return ≥ {fmt.num(ref.solved)}) by "
+                f"{fmt.escape(env)} solved (final return ≥ {fmt.exact(ref.solved)}) by "
                 + ", ".join(solved)
                 + "."
             )
         if never:
             bullets.append(
                 f"No run of {', '.join(never)} ended at or above {fmt.escape(env)}'s "
-                f"solved threshold ({fmt.num(ref.solved)})."
+                f"solved threshold ({fmt.exact(ref.solved)})."
             )
     for name, why in data.aggregate.left_out_agents.items():
         bullets.append(f"{fmt.escape(name)} is left out of the aggregate: {fmt.escape(why)}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,14 +44,20 @@ def rich_score_table(report_dir: Path, *, compact: bool = False) -> Table:
         table.add_column(
             name, justify="right", overflow="fold", min_width=max(len(w) for w in name.split())
         )
+    decimals = fmt.decimals_by_env(scores, _references(report_dir))
     for r in scores.to_dict("records"):
         n = int(r["n"])
-        mean = [] if compact else ["—" if n == 0 else f"{fmt.num(r['mean'])} ± {fmt.num(r['std'])}"]
+        d = decimals.get(r["env"], fmt.MIN_DECIMALS)
+        mean = (
+            []
+            if compact
+            else ["—" if n == 0 else f"{fmt.num(r['mean'], d)} ± {fmt.num(r['std'], d)}"]
+        )
         table.add_row(
             str(r["agent_key"]),
             str(r["env"]),
             str(n),
-            fmt.ci(r["iqm"], r["ci_low"], r["ci_high"]),
+            fmt.ci(r["iqm"], r["ci_low"], r["ci_high"], d),
             *mean,
             fmt.fraction(r["success_rate"], n),
             *([] if compact else [fmt.steps(r["steps_to_solved"])]),
@@ -58,3 +65,27 @@ def rich_score_table(report_dir: Path, *, compact: bool = False) -> Table:
             str(int(r["not_complete"])) if r.get("not_complete") else "",
         )
     return table
+
+
+@dataclass(frozen=True)
+class _Reference:
+    random: float
+    solved: float
+
+
+def _references(report_dir: Path) -> dict[str, _Reference | None]:
+    """The reference scores the report used (``tables/references.csv``), which set each
+    environment's precision; none for a report without that table (an older one)."""
+    path = report_dir / TABLES_DIRNAME / TABLE_FILES["references"]
+    try:
+        table = pd.read_csv(path)
+    except (OSError, pd.errors.EmptyDataError):  # absent, or written for no environment
+        return {}
+    if not {"env", "random", "solved"} <= set(table.columns):
+        return {}
+    return {
+        str(r["env"]): None
+        if pd.isna(r["random"]) or pd.isna(r["solved"])
+        else _Reference(float(r["random"]), float(r["solved"]))
+        for r in table.to_dict("records")
+    }
