@@ -10,6 +10,7 @@ they buffer transitions in :meth:`Agent.observe` and update when their rollout i
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -82,9 +83,13 @@ class AgentContext:
     """The agent's own random stream for exploration; seeded from ``seed``."""
     total_steps: int
     """The run's training budget in environment steps (for schedules)."""
-    make_network: Callable[[int, int], torch.nn.Module]
-    """``make_network(in_features, out_features)`` builds the network the suite chose for
-    this agent, already on ``device``. Call it once per network (online, target, ...)."""
+    make_network: Callable[..., torch.nn.Module]
+    """``make_network(in_features, out_features, role=None)`` builds the network the suite
+    chose for this agent, already on ``device``. Call it once per network (online, target,
+    ...). ``role`` names one of the agent's :attr:`Agent.network_roles` (e.g. ``"actor"``),
+    whose network a suite may shape apart (``[agents.networks.actor]``); ``None`` is the
+    agent's one network (the suite's ``network``). A factory given here without a ``role``
+    parameter (a test's ``lambda i, o: ...``) builds every role's network alike."""
     lanes: int = 1
     """How many independent seeds a :class:`LaneAgent` trains at once (1 for other agents)."""
     lane_seeds: tuple[int, ...] = ()
@@ -92,25 +97,47 @@ class AgentContext:
     lane_rngs: tuple[np.random.Generator, ...] = ()
     """Each lane's own random stream, seeded from its seed exactly as ``rng`` is for a run of
     that seed (``(rng,)`` when not given)."""
-    make_lane_networks: Callable[[int, int], list[torch.nn.Module]] | None = None
-    """``make_lane_networks(in_features, out_features)``: one network per lane, network ``k``
-    initialised from lane ``k``'s torch random stream, as a run of that seed would initialise
-    it (stack them with :func:`rlbench.lanes.stack_networks`). Without lanes: ``[make_network
-    (in_features, out_features)]``."""
+    make_lane_networks: Callable[..., list[torch.nn.Module]] | None = None
+    """``make_lane_networks(in_features, out_features, role=None)``: one network per lane,
+    network ``k`` initialised from lane ``k``'s torch random stream, as a run of that seed
+    would initialise it (stack them with :func:`rlbench.lanes.stack_networks`); ``role`` as
+    for :attr:`make_network`. Without lanes: ``[make_network(in_features, out_features,
+    role=role)]``."""
 
     def __post_init__(self) -> None:
         if not self.lane_seeds:
             object.__setattr__(self, "lane_seeds", (self.seed,))
         if not self.lane_rngs:
             object.__setattr__(self, "lane_rngs", (self.rng,))
+        object.__setattr__(self, "make_network", _taking_role(self.make_network))
         if self.make_lane_networks is None:
             make = self.make_network
-            object.__setattr__(self, "make_lane_networks", lambda i, o: [make(i, o)])
+            object.__setattr__(
+                self, "make_lane_networks", lambda i, o, role=None: [make(i, o, role=role)]
+            )
+        else:
+            object.__setattr__(self, "make_lane_networks", _taking_role(self.make_lane_networks))
         if not len(self.lane_seeds) == len(self.lane_rngs) == self.lanes:
             raise ValueError(
                 f"AgentContext: {self.lanes} lanes need as many lane_seeds and lane_rngs "
                 f"(got {len(self.lane_seeds)} and {len(self.lane_rngs)})"
             )
+
+
+def _taking_role(make: Callable[..., Any]) -> Callable[..., Any]:
+    """``make`` if it takes a ``role`` keyword, else ``make`` ignoring one: contexts built by
+    hand (plugins' own tests) keep their two-argument factories."""
+    try:
+        params = inspect.signature(make).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: assume the plain two arguments
+        params = ()
+    if any(p.name == "role" or p.kind is p.VAR_KEYWORD for p in params):
+        return make
+
+    def ignoring_role(in_features: int, out_features: int, role: str | None = None) -> Any:
+        return make(in_features, out_features)
+
+    return ignoring_role
 
 
 ConfigT = TypeVar("ConfigT", bound=AgentConfig)
@@ -130,6 +157,11 @@ class Agent(ABC, Generic[ConfigT]):
     # class ConfigT names, which the harness instantiates from the suite's values.
     Config: ClassVar[type[AgentConfig]] = AgentConfig
     default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [64, 64]}
+    network_roles: ClassVar[tuple[str, ...]] = ()
+    """The kinds of network the agent builds, when it builds more than one (an actor-critic's
+    ``("actor", "critic")``): a suite may shape each apart (``[agents.networks.actor]``,
+    validated against these names) and the agent asks for each with ``make_network(in, out,
+    role="actor")``. Empty (the default): one kind, the suite's ``network``."""
 
     def __init__(self, config: ConfigT, context: AgentContext) -> None:
         self.config: ConfigT = config

@@ -33,12 +33,17 @@ class RunSpec:
     eval_max_episode_steps: int | None = None
     unavailable: str = field(default="", compare=False)
     """Why this run cannot start (a plugin it needs failed to load); empty when it can."""
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The network of each role the suite shapes apart from ``network`` (the agent's
+    ``network_roles``); every other network the agent builds is ``network``."""
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the run's results (not the suite's name or labels)."""
         data = asdict(self)
         for key in ("suite", "label", "unavailable"):
             data.pop(key)
+        if not self.networks:  # runs that shape no role keep the ids they always had
+            data.pop("networks")
         return data
 
     @property
@@ -57,7 +62,10 @@ class RunSpec:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if not self.networks:  # config.json as it always was for runs that shape no role
+            data.pop("networks")
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSpec:
@@ -65,13 +73,19 @@ class RunSpec:
 
 
 def expand(suite: Suite) -> list[RunSpec]:
-    """Every run of a suite, in a deterministic order (agent, environment, seed, device)."""
+    """Every run of a suite, in a deterministic order (agent, environment, seed, device),
+    each with its environment's budget and its agent's config for that environment; the
+    pairs ``skip_incompatible`` leaves out have none."""
     f = suite.file
     devices = list(dict.fromkeys(resolve_device(d) for d in f.devices))
     runs = []
     for agent in suite.agents:
-        for env in f.environments:
+        for j, env in enumerate(f.environments):
+            if suite.skips(agent.label, j):
+                continue
             reason = suite.unavailable.get(agent.label) or suite.unavailable.get(env.id, "")
+            budget = suite.budget_for(j)
+            config = agent.config_for(env.id)
             for seed in f.seed_list:
                 for device in devices:
                     runs.append(
@@ -79,17 +93,18 @@ def expand(suite: Suite) -> list[RunSpec]:
                             suite=f.name,
                             agent=agent.name,
                             label=agent.label,
-                            agent_config=agent.config,
+                            agent_config=config,
                             network=agent.network,
                             env=env.id,
                             env_kwargs=dict(env.kwargs),
                             seed=seed,
                             device=device,
-                            steps=f.budget.steps,
-                            eval_interval=f.budget.eval_interval,
-                            eval_episodes=f.budget.eval_episodes,
-                            eval_max_episode_steps=f.budget.eval_max_episode_steps,
+                            steps=budget.steps,
+                            eval_interval=budget.eval_interval,
+                            eval_episodes=budget.eval_episodes,
+                            eval_max_episode_steps=budget.eval_max_episode_steps,
                             unavailable=reason,
+                            networks=agent.networks,
                         )
                     )
     return runs

@@ -7,6 +7,7 @@ expected; unknown agent, network and environment names get a did-you-mean.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import tomllib
 import warnings
@@ -75,11 +76,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
+class BudgetOverride(_Strict):
+    """An environment's own budget: the keys of [budget] it changes for its runs."""
+
+    steps: int | None = Field(None, gt=0, lt=STEP_LIMIT)
+    """Training budget per run on this environment, in environment steps."""
+    eval_interval: int | None = Field(None, gt=0, lt=STEP_LIMIT)
+    """Environment steps between evaluations on this environment."""
+    eval_episodes: int | None = Field(None, gt=0, le=MAX_EVAL_EPISODES)
+    """Greedy episodes per evaluation on this environment."""
+    eval_max_episode_steps: int | None = Field(None, gt=0, lt=STEP_LIMIT)
+    """Cut this environment's evaluation episodes at this length."""
+
+
 class EnvironmentEntry(_Strict):
     id: str
     """A registered environment name or any Gymnasium id, e.g. "CartPole-v1"."""
     kwargs: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments passed to the environment's constructor (gym.make)."""
+    budget: BudgetOverride | None = None
+    """This environment's own budget, merged over the suite's [budget] key by key."""
 
 
 def _environment_entries(value: Any) -> Any:
@@ -101,7 +117,15 @@ class AgentEntry(_Strict):
     config: dict[str, Any] = Field(default_factory=dict)
     """Hyperparameter overrides; the rest keep the agent's defaults."""
     network: dict[str, Any] | None = None
-    """`name` of a network plugin plus its options; defaults to the agent's own choice."""
+    """`name` of a network plugin plus its options; defaults to the agent's own choice. Every
+    network the agent builds is this one, unless `networks` shapes its role."""
+    networks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per network role the agent declares (its `network_roles`, e.g. actor and critic), that
+    role's network: merged over `network` key by key (replacing it when it names another
+    network)."""
+    env_config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per environment id of this suite, hyperparameter overrides merged over `config` for
+    the runs on that environment (RL Zoo's per-environment settings)."""
 
     @property
     def display(self) -> str:
@@ -159,6 +183,9 @@ class SuiteFile(_Strict):
     environments: EnvironmentList = Field(min_length=1)
     agents: list[AgentEntry] = Field(min_length=1)
     budget: Budget
+    skip_incompatible: bool = False
+    """Skip the agent × environment pairs an agent's check_spaces refuses (listed by `rlbench
+    validate` and in the report) instead of refusing the suite."""
     tune: TuneTable | None = None
     """Optional: what `rlbench tune` tunes (docs/tuning.md)."""
 
@@ -204,6 +231,29 @@ class ResolvedAgent:
     label: str
     config: dict[str, Any]
     network: dict[str, Any]
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The network of each role the suite shapes differently from ``network`` (resolved);
+    a role not here builds ``network``."""
+    env_configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The resolved config on each environment id the entry's ``env_config`` names."""
+
+    def config_for(self, env_id: str) -> dict[str, Any]:
+        """The agent's config for its runs on ``env_id``."""
+        return self.env_configs.get(env_id, self.config)
+
+
+@dataclass(frozen=True)
+class SkippedPair:
+    """An agent × environment pair left out of a suite by ``skip_incompatible``."""
+
+    label: str
+    env_index: int
+    env: str
+    reason: str
+
+    def describe(self) -> str:
+        """One line: ``LABEL on 'ENV': REASON``."""
+        return f"{self.label} on {self.env!r}: {self.reason}"
 
 
 @dataclass
@@ -217,10 +267,21 @@ class Suite:
     unavailable: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """Values that work but are probably not meant (``<path>: <key>: <why>``, one line each)."""
+    skipped: list[SkippedPair] = field(default_factory=list)
+    """The pairs ``skip_incompatible`` leaves out, in suite order."""
 
     @property
     def name(self) -> str:
         return self.file.name
+
+    def budget_for(self, env_index: int) -> Budget:
+        """The budget of the runs on ``environments[env_index]``: [budget] with that
+        environment's own ``budget`` keys over it."""
+        return _merged_budget(self.file, env_index)
+
+    def skips(self, label: str, env_index: int) -> bool:
+        """Whether ``skip_incompatible`` leaves out agent ``label`` on that environment."""
+        return any(p.label == label and p.env_index == env_index for p in self.skipped)
 
 
 def load_suite(path: str | Path, catalogue: Catalogue) -> Suite:
@@ -265,6 +326,7 @@ def validate_suite(
     labels: dict[str, int] = {}
     agents: list[ResolvedAgent] = []
     agent_classes: dict[int, Any] = {}
+    env_ids = [env.id for env in file.environments]
     for i, entry in enumerate(file.agents):
         where = f"agents[{i}]"
         if entry.display in labels:
@@ -273,7 +335,7 @@ def validate_suite(
                 f"agents[{labels[entry.display]}]; give each entry of one agent its own label"
             )
         labels[entry.display] = i
-        resolved = _resolve_agent(entry, where, catalogue, problems, unavailable)
+        resolved = _resolve_agent(entry, where, catalogue, env_ids, problems, unavailable)
         if resolved is not None:
             agents.append(resolved)
             if entry.name in catalogue.agents:
@@ -294,7 +356,17 @@ def validate_suite(
         found = _environment_spaces(catalogue, env, f"environments[{i}]", problems)
         if found is not None:
             spaces[i] = found
-    problems += _space_problems(file, agent_classes, spaces)
+    refused = _space_problems(file, agent_classes, spaces)
+    skipped: list[SkippedPair] = []
+    if file.skip_incompatible:
+        skipped = [pair for _, pair in refused]
+        if refused and len(skipped) == len(file.agents) * len(file.environments):
+            problems.append(
+                "skip_incompatible: no agent can train on any environment of this suite, "
+                "so nothing would run; pair each agent with an environment it supports"
+            )
+    else:
+        problems += [line for line, _ in refused]
     if problems:
         raise SuiteError(str(path), problems)
     return Suite(
@@ -303,7 +375,8 @@ def validate_suite(
         agents=agents,
         source=source,
         unavailable=unavailable,
-        warnings=[f"{path}: {w}" for w in _budget_warnings(file.budget)],
+        warnings=[f"{path}: {w}" for w in _budget_warnings(file)],
+        skipped=skipped,
     )
 
 
@@ -335,11 +408,12 @@ def _environment_spaces(
 
 def _space_problems(
     file: SuiteFile, agent_classes: Mapping[int, Any], spaces: Mapping[int, tuple[Any, Any]]
-) -> list[str]:
-    """Each agent × environment pair whose spaces the agent declares it cannot handle. An
-    agent declares them with a classmethod ``check_spaces(observation_space, action_space)``
-    returning ``None`` or why not; an agent without one is not checked."""
-    problems = []
+) -> list[tuple[str, SkippedPair]]:
+    """Each agent × environment pair whose spaces the agent declares it cannot handle, as the
+    problem's line and the pair ``skip_incompatible`` would skip. An agent declares them with
+    a classmethod ``check_spaces(observation_space, action_space)`` returning ``None`` or why
+    not; an agent without one is not checked."""
+    refused = []
     for i, agent_cls in agent_classes.items():
         check = getattr(agent_cls, "check_spaces", None)
         if not callable(check):
@@ -352,20 +426,40 @@ def _space_problems(
                 reason = f"its check_spaces raised {_one_line(exc)}"
             if reason:
                 env_id = file.environments[j].id
-                problems.append(
+                line = (
                     f"agents[{i}] on environments[{j}]: {label} cannot train on {env_id!r}: "
                     f"{reason}"
                 )
-    return problems
+                refused.append((line, SkippedPair(label, j, env_id, str(reason))))
+    return refused
 
 
-def _budget_warnings(budget: Budget) -> list[str]:
-    if budget.eval_interval > budget.steps:
-        return [
-            f"budget.eval_interval: {budget.eval_interval} is more than budget.steps "
-            f"({budget.steps}), so only the final evaluation runs; lower it for a learning curve"
-        ]
-    return []
+def _merged_budget(file: SuiteFile, env_index: int) -> Budget:
+    own = file.environments[env_index].budget
+    if own is None:
+        return file.budget
+    # Each key was validated on its own and Budget has no rule across keys: the merge is valid.
+    return file.budget.model_copy(update=own.model_dump(exclude_none=True))
+
+
+def _budget_warnings(file: SuiteFile) -> list[str]:
+    warned = []
+    for j, env in enumerate(file.environments):
+        budget = _merged_budget(file, j)
+        if budget.eval_interval <= budget.steps:
+            continue
+        own = env.budget
+        if own is None or (own.steps is None and own.eval_interval is None):
+            key, steps = "budget.eval_interval", "budget.steps"
+        else:
+            key, steps = f"environments[{j}].budget.eval_interval", "its steps"
+        line = (
+            f"{key}: {budget.eval_interval} is more than {steps} ({budget.steps}), so only "
+            "the final evaluation runs; lower it for a learning curve"
+        )
+        if line not in warned:
+            warned.append(line)
+    return warned
 
 
 def _one_line(exc: BaseException) -> str:
@@ -376,15 +470,22 @@ def _resolve_agent(
     entry: AgentEntry,
     where: str,
     catalogue: Catalogue,
+    env_ids: list[str],
     problems: list[str],
     unavailable: dict[str, str],
 ) -> ResolvedAgent | None:
+    problems += _env_config_name_problems(entry, where, env_ids)
     if entry.name not in catalogue.agents:
         if catalogue.broken:
             # A broken plugin may have provided it: only this agent's runs fail.
             unavailable[entry.display] = _safe_message(catalogue.agent, entry.name)
             return ResolvedAgent(
-                entry.name, entry.display, dict(entry.config), dict(entry.network or {})
+                entry.name,
+                entry.display,
+                dict(entry.config),
+                dict(entry.network or {}),
+                {role: dict(net) for role, net in entry.networks.items()},
+                {env: {**entry.config, **over} for env, over in entry.env_config.items()},
             )
         problems.append(
             f"{where}.name: unknown agent {entry.name!r}"
@@ -392,27 +493,127 @@ def _resolve_agent(
         )
         return None
     spec = catalogue.agent(entry.name)
-    config: dict[str, Any] = {}
-    try:
-        config = spec.config_model.model_validate(entry.config).model_dump(mode="json")
-    except ValidationError as exc:
-        problems += _pydantic_problems(exc, spec.config_model, prefix=f"{where}.config")
+    config = _resolve_config(spec.config_model, entry.config, f"{where}.config", problems)
+    env_configs: dict[str, dict[str, Any]] = {}
+    for env_id, override in entry.env_config.items():
+        if env_id not in env_ids:
+            continue  # reported above
+        # Only the problems of the override's own keys: the rest are config's, said once.
+        merged = _resolve_config(
+            spec.config_model,
+            {**entry.config, **override},
+            f"{where}.env_config.{_toml_key(env_id)}",
+            problems,
+            only=None if config is not None else set(override),
+        )
+        if merged is not None:
+            env_configs[env_id] = merged
 
     network = dict(entry.network) if entry.network is not None else dict(spec.agent.default_network)
     network_name = network.pop("name", None) or spec.agent.default_network["name"]
-    if network_name not in catalogue.networks:
+    base = _resolve_network(network_name, network, f"{where}.network", catalogue, problems)
+    if base is None:
+        return None
+    networks = _resolve_roles(entry, spec.agent, base, where, catalogue, problems)
+    if config is None:
+        config = {}
+    return ResolvedAgent(entry.name, entry.display, config, base, networks, env_configs)
+
+
+def _resolve_config(
+    model: type[BaseModel],
+    values: Mapping[str, Any],
+    prefix: str,
+    problems: list[str],
+    *,
+    only: set[str] | None = None,
+) -> dict[str, Any] | None:
+    """``values`` validated by the agent's config model and dumped with its defaults, or
+    ``None`` after appending the problems (those of the keys in ``only``, when given)."""
+    try:
+        return model.model_validate(values).model_dump(mode="json")
+    except ValidationError as exc:
+        if only is None:
+            problems += _pydantic_problems(exc, model, prefix=prefix)
+        else:
+            problems += [
+                line
+                for err, line in zip(
+                    exc.errors(include_url=False),
+                    _pydantic_problems(exc, model, prefix=prefix),
+                    strict=True,
+                )
+                if err["loc"] and err["loc"][0] in only
+            ]
+        return None
+
+
+def _resolve_network(
+    name: str, options: Mapping[str, Any], where: str, catalogue: Catalogue, problems: list[str]
+) -> dict[str, Any] | None:
+    """``{"name": name, **options}`` with the network's defaults filled in, or ``None`` after
+    appending the problems (``where`` is the table's key, e.g. ``agents[0].network``)."""
+    if name not in catalogue.networks:
         problems.append(
-            f"{where}.network.name: unknown network {network_name!r}"
-            f"{did_you_mean(network_name, catalogue.networks)}; `rlbench list` shows the networks"
+            f"{where}.name: unknown network {name!r}"
+            f"{did_you_mean(name, catalogue.networks)}; `rlbench list` shows the networks"
         )
         return None
-    net_spec = catalogue.network(network_name)
+    net_spec = catalogue.network(name)
     try:
-        options = net_spec.config_model.model_validate(network).model_dump(mode="json")
+        resolved = net_spec.config_model.model_validate(dict(options)).model_dump(mode="json")
     except ValidationError as exc:
-        problems += _pydantic_problems(exc, net_spec.config_model, prefix=f"{where}.network")
+        problems += _pydantic_problems(exc, net_spec.config_model, prefix=where)
         return None
-    return ResolvedAgent(entry.name, entry.display, config, {"name": network_name, **options})
+    return {"name": name, **resolved}
+
+
+def _resolve_roles(
+    entry: AgentEntry,
+    agent_cls: Any,
+    base: dict[str, Any],
+    where: str,
+    catalogue: Catalogue,
+    problems: list[str],
+) -> dict[str, dict[str, Any]]:
+    """The network of each role ``entry.networks`` shapes, where it differs from ``base`` (so
+    that a table repeating ``network`` changes no run id)."""
+    roles: tuple[str, ...] = tuple(getattr(agent_cls, "network_roles", ()))
+    networks: dict[str, dict[str, Any]] = {}
+    for role, table in entry.networks.items():
+        key = f"{where}.networks.{_toml_key(role)}"
+        if role not in roles:
+            if roles:
+                why = (
+                    f"{entry.name} builds no {role!r} network{did_you_mean(role, roles)}; "
+                    f"its roles: {', '.join(roles)}"
+                )
+            else:
+                why = f"{entry.name} builds one kind of network: shape it with {where}.network"
+            problems.append(f"{key}: {why}")
+            continue
+        options = dict(table)
+        name = options.pop("name", None) or base["name"]
+        if name == base["name"]:  # the same network: the role's keys over network's
+            options = {k: v for k, v in base.items() if k != "name"} | options
+        resolved = _resolve_network(name, options, key, catalogue, problems)
+        if resolved is not None and resolved != base:
+            networks[role] = resolved
+    return networks
+
+
+def _env_config_name_problems(entry: AgentEntry, where: str, env_ids: list[str]) -> list[str]:
+    return [
+        f"{where}.env_config.{_toml_key(env_id)}: {env_id!r} is not an environment of this "
+        f"suite{did_you_mean(env_id, env_ids)}; key it by an id in `environments`"
+        for env_id in entry.env_config
+        if env_id not in env_ids
+    ]
+
+
+def _toml_key(key: str) -> str:
+    """``key`` as TOML writes it in a dotted key: bare when it can be, else quoted."""
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
 
 
 def _name_problems(data: Mapping[str, Any], catalogue: Catalogue) -> list[str]:

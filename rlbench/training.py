@@ -119,19 +119,38 @@ def build_agent(
     """The agent of ``specs`` (one run, or the lanes of a :class:`LaneAgent`), with its
     network factories and context, ready to train."""
     spec = specs[0]
-    net_options = dict(spec.network)
-    net_spec = catalogue.network(net_options.pop("name"))
-    net_config = net_spec.config_model.model_validate(net_options)
+    agent_cls = catalogue.agent(spec.agent).agent
+    roles: tuple[str, ...] = tuple(getattr(agent_cls, "network_roles", ()))
     device = torch.device(spec.device)
+    # Each role's network plugin and options (the suite validated them), built on first use.
+    builders: dict[str | None, Callable[[int, int], torch.nn.Module]] = {}
 
-    def make_network(in_features: int, out_features: int) -> torch.nn.Module:
-        return net_spec.build(in_features, out_features, net_config).to(device)
+    def builder(role: str | None) -> Callable[[int, int], torch.nn.Module]:
+        if role is not None and role not in roles:
+            raise ValueError(
+                f"{spec.agent} asked for a {role!r} network, but its network_roles are "
+                f"{roles!r}; declare the role there (or ask with role=None)"
+            )
+        if role not in builders:
+            net_options = dict(spec.networks.get(role, spec.network) if role else spec.network)
+            net_spec = catalogue.network(net_options.pop("name"))
+            net_config = net_spec.config_model.model_validate(net_options)
+            builders[role] = lambda i, o: net_spec.build(i, o, net_config).to(device)
+        return builders[role]
+
+    def make_network(
+        in_features: int, out_features: int, role: str | None = None
+    ) -> torch.nn.Module:
+        return builder(role)(in_features, out_features)
 
     # Each lane's torch random stream, as seed_everything(seed) leaves it for a run of that
     # seed, continued from one call of make_lane_networks to the next.
     lane_torch_states: list[torch.Tensor | None] = [None] * len(specs)
 
-    def make_lane_networks(in_features: int, out_features: int) -> list[torch.nn.Module]:
+    def make_lane_networks(
+        in_features: int, out_features: int, role: str | None = None
+    ) -> list[torch.nn.Module]:
+        build = builder(role)
         outside = torch.random.get_rng_state()
         networks = []
         try:
@@ -141,7 +160,7 @@ def build_agent(
                     torch.manual_seed(lane.seed)
                 else:
                     torch.random.set_rng_state(state)
-                networks.append(make_network(in_features, out_features))
+                networks.append(build(in_features, out_features))
                 lane_torch_states[k] = torch.random.get_rng_state()
         finally:
             torch.random.set_rng_state(outside)
@@ -161,7 +180,7 @@ def build_agent(
         lane_rngs=tuple(rngs),
         make_lane_networks=make_lane_networks,
     )
-    return catalogue.agent(spec.agent).agent(config, context)
+    return agent_cls(config, context)
 
 
 def execute_run(

@@ -135,7 +135,8 @@ def orthogonal_init(network: nn.Module, head_gain: float, generator: torch.Gener
 
 class ActorCritic(LaneAgent):
     """Base of the policy-gradient agents: separate actor and critic networks (the suite's
-    network, ``tanh`` MLP 64-64 by default as Stable-Baselines3's ``MlpPolicy``), a
+    network, ``tanh`` MLP 64-64 by default as Stable-Baselines3's ``MlpPolicy``; the roles
+    ``actor`` and ``critic`` can each be shaped apart), a
     categorical or diagonal-Gaussian policy, a rollout of ``num_envs × n_steps`` steps.
 
     Collection (:meth:`observe`): each step's reward, where the episode was truncated (not
@@ -150,6 +151,7 @@ class ActorCritic(LaneAgent):
         "hidden_sizes": [64, 64],
         "activation": "tanh",
     }
+    network_roles: ClassVar[tuple[str, ...]] = ("actor", "critic")
     name: ClassVar[str] = "actor_critic"
 
     @classmethod
@@ -175,8 +177,9 @@ class ActorCritic(LaneAgent):
         obs_size = flat_size(context.observation_space)
         self.dist = make_distribution(context.action_space, lanes, config.log_std_init, device)
         assert context.make_lane_networks is not None
-        actors = context.make_lane_networks(obs_size, self.dist.param_size)
-        critics = context.make_lane_networks(obs_size, 1)
+        # The suite may shape each apart ([agents.networks.actor], [agents.networks.critic]).
+        actors = context.make_lane_networks(obs_size, self.dist.param_size, role="actor")
+        critics = context.make_lane_networks(obs_size, 1, role="critic")
         if config.ortho_init:
             for rng, actor, critic in zip(context.lane_rngs, actors, critics, strict=True):
                 generator = torch.Generator().manual_seed(int(rng.integers(2**63)))
