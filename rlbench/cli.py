@@ -383,7 +383,7 @@ def list_command(options: _Options, verbose: bool) -> None:
                 description += _fields_text(provided.spec)
             table.add_row(name, f"{provided.plugin.name} ({provided.plugin.label})", description)
         console.print(table)
-    console.print("Any other Gymnasium id works as an environment too (e.g. LunarLander-v3).")
+    console.print("Any other Gymnasium id works as an environment too (e.g. BipedalWalker-v3).")
     for broken in catalogue.broken:
         console.print(f"broken: {broken.describe()}", markup=False, highlight=False)
 

@@ -386,14 +386,19 @@ def _environment_spaces(
     """The (observation, action) spaces of one instance of the environment, made and closed
     here so that kwargs it rejects (or a missing dependency) are found before any run
     starts; ``None`` after appending the problem."""
-    env = None
+    env = spec = None
     try:
         # Warnings a constructor gives are the runs' to show, not validation's (twice).
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            env = catalogue.environment(entry.id).create(**entry.kwargs)
+            spec = catalogue.environment(entry.id)
+            env = spec.create(**entry.kwargs)
             return env.observation_space, env.action_space
     except Exception as exc:
+        missing = spec.missing_dependency(exc) if spec is not None else None
+        if missing:  # an optional package (an extra), not the kwargs
+            problems.append(f"{where}: {entry.id!r} {missing}")
+            return None
         given = f" with kwargs {entry.kwargs}" if entry.kwargs else ""
         problems.append(
             f"{where}: {entry.id!r} cannot be made{given}: {_one_line(exc)}"
