@@ -357,6 +357,8 @@ def validate_command(options: _Options, suite_file: Path) -> None:
         markup=False,
         highlight=False,
     )
+    for pair in suite.skipped:  # the suite's skip_incompatible: one line each
+        console.print(f"  skipped: {pair.describe()}", markup=False, highlight=False)
     for spec in runs:
         note = f"  (cannot run: {spec.unavailable})" if spec.unavailable else ""
         console.print(f"  {spec.run_id}{note}", markup=False, highlight=False)

@@ -130,7 +130,11 @@ def write_manifest(
                     catalogue, spec.env, spec.env_kwargs
                 )
     manifest = records.SuiteManifest(
-        suite.name, str(suite.path), tuple(r.run_id for r in runs), references
+        suite.name,
+        str(suite.path),
+        tuple(r.run_id for r in runs),
+        references,
+        tuple(pair.describe() for pair in suite.skipped),
     )
     manifest.write(suite_dir, suite.source)
 

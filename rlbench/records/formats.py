@@ -227,12 +227,15 @@ class SuiteManifest:
     """``suite.json``: the suite as last run: its name, the suite file it came from, its run
     ids in suite order (reports read these, leaving out leftovers of earlier
     configurations) and each environment's reference scores (``None`` for one that declares
-    none). ``references`` is ``None`` in folders written before rlbench recorded them."""
+    none). ``references`` is ``None`` in folders written before rlbench recorded them.
+    ``skipped``: the agent × environment pairs the suite's ``skip_incompatible`` left out,
+    one line each (``LABEL on 'ENV': REASON``)."""
 
     name: str
     source_path: str
     runs: tuple[str, ...]
     references: Mapping[str, EnvReference | None] | None = None
+    skipped: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -244,6 +247,8 @@ class SuiteManifest:
             data["references"] = {
                 env: None if ref is None else ref.to_json() for env, ref in self.references.items()
             }
+        if self.skipped:
+            data["skipped"] = list(self.skipped)
         return data
 
     @classmethod
@@ -267,7 +272,10 @@ class SuiteManifest:
                 for env, ref in refs.items()
             }
         )
-        return cls(name, source, tuple(runs), references)
+        skipped = data.get("skipped", [])
+        if not isinstance(skipped, list) or not all(isinstance(s, str) for s in skipped):
+            raise RecordError(f"'skipped' should be a list of strings, got {skipped!r}")
+        return cls(name, source, tuple(runs), references, tuple(skipped))
 
     @classmethod
     def read(cls, suite_dir: Path) -> SuiteManifest | None:

@@ -80,6 +80,8 @@ def _folder_info(folder: Path, runs: pd.DataFrame) -> list[tuple[str, str]]:
         )
     counts = runs["status"].value_counts()
     rows.append(("runs", f"{len(runs)}: " + ", ".join(f"{n} {s}" for s, n in counts.items())))
+    if manifest is not None and manifest.skipped:  # the suite's skip_incompatible
+        rows.append(("skipped pairs", fmt.escape("; ".join(manifest.skipped))))
     if provs:
         versions = ", ".join(
             f"{key} {fmt.distinct(p.get(key) for p in provs)}"
