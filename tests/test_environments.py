@@ -340,3 +340,21 @@ def test_the_suite_json_of_old_folders_still_reads(tmp_path):
     )
     ref = records.SuiteManifest.read(tmp_path).references["CartPole-v1"]
     assert (ref.random, ref.solved) == (22.2, 475.0)
+
+
+def test_run_summary_prints_each_environment_at_its_scale(tmp_path, capsys):
+    from rlbench import cli
+
+    runs = [FakeRun("a", "CartPole-v1", s, final=480.0 + s) for s in range(4)]
+    runs += [FakeRun("a", "Unit-v0", s, final=0.8 + 0.01 * s) for s in range(4)]
+    unit = records.EnvReference(0.0, 0.85, "unit_envs")
+    cartpole = records.EnvReference(22.2, 475.0, "classic_control")
+    folder = write_results(
+        tmp_path, "s", runs, references={"CartPole-v1": cartpole, "Unit-v0": unit}
+    )
+    cli._print_summary(folder)
+    out = capsys.readouterr().out
+    assert "481.5 ± 1.3" in out  # one decimal, as before
+    assert "0.815 ± 0.013" in out
+    summary = (folder / "summary.csv").read_text()
+    assert "0.815" in summary and "0.0129" in summary  # full precision
