@@ -358,7 +358,9 @@ def validate_command(options: _Options, suite_file: Path) -> None:
         highlight=False,
     )
     for pair in suite.skipped:  # the suite's skip_incompatible: one line each
-        console.print(f"  skipped: {pair.describe()}", markup=False, highlight=False)
+        console.print(
+            f"  skipped: {pair.describe()}", markup=False, highlight=False, soft_wrap=True
+        )
     for spec in runs:
         note = f"  (cannot run: {spec.unavailable})" if spec.unavailable else ""
         console.print(f"  {spec.run_id}{note}", markup=False, highlight=False)

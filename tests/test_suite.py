@@ -19,6 +19,24 @@ def test_the_shipped_suites_are_valid(catalogue):
     assert {r.agent for r in runs} == {"naive_dqn", "target_dqn", "replay_dqn", "dqn"}
 
 
+def test_classic_control_benchmarks_every_built_in_agent_where_it_can(catalogue):
+    suite = load_suite("suites/classic_control.toml", catalogue)
+    runs = expand(suite)
+    pairs = {(r.label, r.env) for r in runs}
+    assert len(pairs) == 6 * 3 + 2 * 2 and len(runs) == 5 * len(pairs)
+    assert {(p.label, p.env) for p in suite.skipped} == {
+        (dqn, env)
+        for dqn in ("naive_dqn", "target_dqn", "replay_dqn", "dqn")
+        for env in ("Pendulum-v1", "MountainCarContinuous-v0")
+    }
+    steps = {r.env: r.steps for r in runs}
+    assert steps["MountainCar-v0"] == 120_000 and steps["CartPole-v1"] == 100_000
+    config = {(r.label, r.env): r.agent_config for r in runs}
+    assert config[("dqn", "Acrobot-v1")]["gradient_steps"] == -1
+    assert config[("ppo", "Pendulum-v1")]["n_steps"] == 1024
+    assert config[("ppo", "CartPole-v1")]["n_steps"] == 32  # the Zoo's CartPole-v1 default
+
+
 def test_defaults_are_resolved_into_the_config(write_suite, catalogue):
     suite = load_suite(write_suite(), catalogue)
     naive, dqn = suite.agents
