@@ -208,3 +208,17 @@ def stack_networks(networks: Sequence[nn.Module]) -> StackedNetwork:
     ):
         return StackedSequential(networks)  # type: ignore[arg-type]
     return VmappedNetwork(networks)
+
+
+def lane_slice(state: Any, lane: int) -> Any:
+    """Lane ``lane`` of a stacked state (a :meth:`LaneAgent.lane_state_dict` from its
+    :meth:`state_dict`): every tensor with a lane dimension cut to ``[1, ...]`` and copied (so
+    that saving it does not save the other lanes' storage), 0-d tensors copied, dicts and
+    lists walked, anything else kept."""
+    if isinstance(state, torch.Tensor):
+        return state[lane : lane + 1].clone() if state.dim() > 0 else state.clone()
+    if isinstance(state, dict):
+        return {k: lane_slice(v, lane) for k, v in state.items()}
+    if isinstance(state, list):
+        return [lane_slice(v, lane) for v in state]
+    return state

@@ -4,11 +4,9 @@ and torch.distributions, their normalisation state, the lane contract, and a run
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import textwrap
-from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +19,7 @@ from rlbench_pg.distributions import LaneCategorical, LaneDiagGaussian
 from rlbench_pg.optim import LaneOptimizer
 from rlbench_pg.ppo import PPO, PPOConfig
 from rlbench_pg.rollout import gae
+from test_lanes import assert_same_state, run_files
 
 from rlbench import AgentContext, Transition
 from rlbench.runspec import expand
@@ -249,31 +248,6 @@ config = { num_envs = 3, n_steps = 5, normalize_advantage = true }
 """
 
 
-def run_files(run_dir: Path) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for name in ("evaluations.csv", "episodes.csv", "metrics.csv"):
-        with (run_dir / name).open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        out[name] = [{k: v for k, v in row.items() if k != "wall_time_s"} for row in rows]
-    out["weights"] = torch.load(run_dir / "weights.pt", weights_only=True)
-    return out
-
-
-def assert_same(a: object, b: object) -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys()
-        for key in a:
-            assert_same(a[key], b[key])
-    elif isinstance(a, list):
-        assert isinstance(b, list) and len(a) == len(b)
-        for x, y in zip(a, b, strict=True):
-            assert_same(x, y)
-    else:
-        assert a == b
-
-
 @pytest.mark.parametrize("agent", ["ppo", "a2c"])
 def test_lane_k_of_a_group_is_the_separate_run_of_seed_k(tmp_path, catalogue, agent):
     """Every lane of a group of 3, and of a group of 2 in another order, computes what the
@@ -300,7 +274,7 @@ def test_lane_k_of_a_group_is_the_separate_run_of_seed_k(tmp_path, catalogue, ag
                 grouped = run_files(tmp_path / name / "runs" / spec.run_id)
                 for key in ("evaluations.csv", "episodes.csv", "metrics.csv"):
                     assert alone[key] == grouped[key], (env, name, spec.seed, key)
-                assert_same(alone["weights"], grouped["weights"])
+                assert_same_state(alone["weights"], grouped["weights"])
         # The lanes are independent seeds, not copies of one.
         curves = [
             run_files(tmp_path / "three" / "runs" / s.run_id)["evaluations.csv"] for s in runs

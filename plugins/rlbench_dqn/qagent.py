@@ -18,7 +18,7 @@ import gymnasium as gym
 import torch
 
 from rlbench import AgentContext, LaneAgent, Transition
-from rlbench.lanes import stack_networks
+from rlbench.lanes import lane_slice, stack_networks
 from rlbench_dqn.config import QAgentConfig
 from rlbench_dqn.exploration import lane_epsilon_greedy
 from rlbench_dqn.fastpath import adam
@@ -129,7 +129,7 @@ class QAgent(LaneAgent[QConfigT]):
     def lane_state_dict(self, lane: int) -> dict[str, Any]:
         """Lane ``lane``'s state as a one-lane agent's :meth:`state_dict` (every stacked
         tensor cut to ``[1, ...]``, copied so that saving it does not save the others)."""
-        return _lane_slice(self.state_dict(), lane)
+        return lane_slice(self.state_dict(), lane)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.q.load_state_dict(state["q_network"])
@@ -137,16 +137,6 @@ class QAgent(LaneAgent[QConfigT]):
         self.steps = int(state["steps"])
         if self.q_target is not None:
             self.q_target.load_state_dict(state["target_network"])
-
-
-def _lane_slice(value: Any, lane: int) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value[lane : lane + 1].clone() if value.dim() > 0 else value.clone()
-    if isinstance(value, dict):
-        return {k: _lane_slice(v, lane) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_lane_slice(v, lane) for v in value]
-    return value
 
 
 def lane_clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from rlbench import AgentConfig, AgentContext, LaneAgent, Transition
-from rlbench.lanes import stack_networks
+from rlbench.lanes import lane_slice, stack_networks
 from rlbench_pg.distributions import LaneCategorical, make_distribution
 from rlbench_pg.normalize import ObsNormalizer, RewardNormalizer, lane_var
 from rlbench_pg.optim import LaneOptimizer, lane_clip_grad_norm
@@ -307,7 +307,7 @@ class ActorCritic(LaneAgent):
     def lane_state_dict(self, lane: int) -> dict[str, Any]:
         """Lane ``lane``'s state: :meth:`state_dict` of a one-lane agent (every stacked tensor
         cut to ``[1, ...]`` and copied)."""
-        return _lane_slice(self.state_dict(), lane)
+        return lane_slice(self.state_dict(), lane)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
@@ -319,13 +319,3 @@ class ActorCritic(LaneAgent):
             self.obs_norm.rms.load_state_dict(state["obs_rms"])
         if self.reward_norm is not None:
             self.reward_norm.load_state_dict(state["reward_rms"])
-
-
-def _lane_slice(value: Any, lane: int) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value[lane : lane + 1].clone() if value.dim() > 0 else value.clone()
-    if isinstance(value, dict):
-        return {k: _lane_slice(v, lane) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_lane_slice(v, lane) for v in value]
-    return value
