@@ -228,7 +228,10 @@ def execute_lanes(
 
     versions = provenance.collect(spec.device, catalogue.plugin_versions())
     for lane in lanes:
-        lane.run_dir.write_json(records.PROVENANCE, {**versions, "lanes": len(specs)})
+        # The group a run trained in: on the CPU it changes nothing (rlbench.lanes), but a
+        # backend whose batched kernels depend on the batch size would need it to reproduce.
+        group = {"lanes": len(specs), "lane_seeds": [s.seed for s in specs]}
+        lane.run_dir.write_json(records.PROVENANCE, {**versions, **group})
         lane.run_dir.write_status(records.RUNNING)
     started = time.perf_counter()
     try:

@@ -155,5 +155,7 @@ def test_lanes_train_on_one_thread_by_default(tmp_path, catalogue):
     assert [o.status for o in result.outcomes.values()] == ["complete"] * 2
     for spec in runs:
         run_dir = tmp_path / "results" / "groups" / "runs" / spec.run_id
-        assert json.loads((run_dir / "provenance.json").read_text())["torch_threads"] == 1
+        provenance = json.loads((run_dir / "provenance.json").read_text())
+        assert provenance["torch_threads"] == 1
+        assert provenance["lane_seeds"] == [0, 1]  # the group it trained in, recorded
     assert torch.get_num_threads() == 2  # the caller's setting is restored
