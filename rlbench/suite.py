@@ -335,7 +335,7 @@ def validate_suite(
                 f"agents[{labels[entry.display]}]; give each entry of one agent its own label"
             )
         labels[entry.display] = i
-        resolved = _resolve_agent(entry, where, catalogue, env_ids, problems, unavailable)
+        resolved = resolve_agent(entry, where, catalogue, env_ids, problems, unavailable)
         if resolved is not None:
             agents.append(resolved)
             if entry.name in catalogue.agents:
@@ -471,14 +471,19 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
-def _resolve_agent(
+def resolve_agent(
     entry: AgentEntry,
     where: str,
     catalogue: Catalogue,
     env_ids: list[str],
     problems: list[str],
-    unavailable: dict[str, str],
+    unavailable: dict[str, str] | None = None,
 ) -> ResolvedAgent | None:
+    """An ``[[agents]]`` entry (at ``where`` in the file) with its config validated against
+    the agent's model, for the environments ``env_ids``; problems are appended, and an agent
+    a broken plugin may have provided is noted in ``unavailable`` (its runs fail alone)."""
+    if unavailable is None:
+        unavailable = {}
     problems += _env_config_name_problems(entry, where, env_ids)
     if entry.name not in catalogue.agents:
         if catalogue.broken:

@@ -28,7 +28,7 @@ from rlbench.suite import (
     Suite,
     SuiteFile,
     TuneTable,
-    _resolve_agent,
+    resolve_agent,
 )
 from rlbench.tune.space import Choices, Dimension, Fixed, FloatRange, IntRange, parse_dimension
 
@@ -220,7 +220,7 @@ def _target(
             if getattr(agent, by) == name:
                 return agent, configs.get(agent.label, {})
     if name in catalogue.agents:
-        resolved = _resolve_agent(AgentEntry(name=name), "tune.agent", catalogue, problems, {})
+        resolved = resolve_agent(AgentEntry(name=name), "tune.agent", catalogue, [], problems)
         return (resolved, {}) if resolved is not None else None
     pool = [a.label for a in agents] + list(catalogue.agents)
     problems.append(
