@@ -581,10 +581,8 @@ def tune_command(
         _fail(f"--study-name: use letters, digits, '_', '.' and '-', got {name!r}")
     location = tuning.StudyLocation(results_root, suite.name, name, storage_url)
     if threads is None:
-        # A lane agent's trial trains its seeds as lanes on one thread, where a lane
-        # computes what it computes in any group (see rlbench.executor.run_suite).
         lanes = issubclass(catalogue.agent(plan.agent).agent, LaneAgent)
-        threads = 1 if lanes else default_threads(jobs)
+        threads = default_threads(jobs, lanes=lanes)
     job = tuning.TuneJob(plan, location, threads, options.autoload, options.plugins)
     dims = ", ".join(f"{k} {d.to_raw()}" for k, d in plan.dims.items())
     console.print(

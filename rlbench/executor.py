@@ -107,9 +107,13 @@ def default_jobs(pending: int) -> int:
     return max(1, min(os.cpu_count() or 1, pending))
 
 
-def default_threads(jobs: int) -> int:
-    """Torch intra-op threads per worker: the cores shared out, at least one. Small MLPs gain
-    nothing from more threads than that and lose a lot to oversubscription."""
+def default_threads(jobs: int, *, lanes: bool = False) -> int:
+    """Torch intra-op threads per worker: the cores shared out, at least one (small MLPs gain
+    nothing from more threads than that and lose a lot to oversubscription). For lane agents
+    (``lanes=True``) one: a group on several threads may round a lane differently from a group
+    of another size (MKL splits a lone matrix product across threads, a batch of them not)."""
+    if lanes:
+        return 1
     return max(1, (os.cpu_count() or 1) // max(jobs, 1))
 
 
@@ -165,14 +169,13 @@ def run_suite(
             pending.append(spec)
     notify = on_event or (lambda *_: None)
     groups = lane_groups(pending, catalogue, lanes)
-    if threads is None and any(supports_lanes(g[0], catalogue) for g in groups):
-        # A group on several threads may round a lane differently than a group of another
-        # size would (MKL splits a lone matrix product across threads, a batch of them
-        # not): lanes train on one thread each, and idle cores get groups of their own.
+    lanes_here = any(supports_lanes(g[0], catalogue) for g in groups)
+    if threads is None and lanes_here:
+        # Lanes train on one thread each (default_threads), so idle cores get groups of
+        # their own.
         groups = spread_groups(groups, jobs)
-        threads = 1
     jobs = min(jobs, len(groups)) if groups else 1
-    threads = threads or default_threads(jobs)
+    threads = threads or default_threads(jobs, lanes=lanes_here)
 
     try:
         if jobs <= 1:
