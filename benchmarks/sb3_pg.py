@@ -47,8 +47,6 @@ Stable-Baselines3 is a benchmark-only dependency: ``pip install -c constraints.t
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
 import tempfile
 import textwrap
 import time
@@ -59,15 +57,24 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from sb3_vs_rlbench import LanesResult, Result, _SB3Greedy, final_score
+from comparison import (
+    FRAMEWORKS,
+    LanesResult,
+    Result,
+    SB3Greedy,
+    print_lanes,
+    print_means_and_ratios,
+    sb3_version,
+    train_rlbench,
+    train_rlbench_lanes,
+)
 
 from rlbench.evaluation import evaluate
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.runspec import RunSpec, expand
 from rlbench.suite import load_suite
-from rlbench.training import execute_lanes, execute_run, seed_streams
+from rlbench.training import seed_streams
 
-FRAMEWORKS = ("rlbench", "sb3")
 STEPS = 100_000
 
 
@@ -218,46 +225,15 @@ def rlbench_runs(
 
 
 def run_rlbench(case: Case, seed: int, steps: int, eval_episodes: int, workdir: Path) -> Result:
-    torch.set_num_threads(1)
     catalogue, [spec] = rlbench_runs(case, [seed], steps, eval_episodes, workdir)
-    cpu = time.process_time()
-    outcome = execute_run(spec, workdir / "results", catalogue)
-    cpu = time.process_time() - cpu
-    if outcome.status != "complete":
-        raise RuntimeError(f"rlbench run {spec.run_id} {outcome.status}: {outcome.error}")
-    mean, std = final_score(workdir, spec.run_id)
-    return Result(
-        "rlbench",
-        seed,
-        case.rlbench_steps(steps),
-        outcome.wall_time_s,
-        outcome.steps_per_second or float("nan"),
-        cpu,
-        mean,
-        std,
-    )
+    return train_rlbench(spec, catalogue, workdir, case.rlbench_steps(steps))
 
 
 def run_rlbench_lanes(
     case: Case, lanes: int, threads: int, steps: int, eval_episodes: int, workdir: Path
 ) -> LanesResult:
-    torch.set_num_threads(threads)
     catalogue, specs = rlbench_runs(case, list(range(lanes)), steps, eval_episodes, workdir)
-    cpu = time.process_time()
-    outcomes = execute_lanes(specs, workdir / "results", catalogue)
-    cpu = time.process_time() - cpu
-    for o in outcomes:
-        if o.status != "complete":
-            raise RuntimeError(f"rlbench run {o.run_id} {o.status}: {o.error}")
-    return LanesResult(
-        lanes,
-        threads,
-        case.rlbench_steps(steps),
-        outcomes[0].wall_time_s,
-        cpu,
-        lanes * (outcomes[0].steps_per_second or float("nan")),
-        [final_score(workdir, s.run_id)[0] for s in specs],
-    )
+    return train_rlbench_lanes(specs, catalogue, threads, workdir, case.rlbench_steps(steps))
 
 
 def run_sb3(case: Case, seed: int, steps: int, eval_episodes: int) -> Result:
@@ -275,7 +251,7 @@ def run_sb3(case: Case, seed: int, steps: int, eval_episodes: int) -> Result:
     _, _, eval_base = seed_streams(seed, case.zoo["n_envs"])
     eval_env = gym.make(case.env)
     result = evaluate(
-        _SB3Greedy(model),  # type: ignore[arg-type]
+        SB3Greedy(model),  # type: ignore[arg-type]
         eval_env,
         episodes=eval_episodes,
         base_seed=eval_base,
@@ -295,8 +271,8 @@ def run_sb3(case: Case, seed: int, steps: int, eval_episodes: int) -> Result:
     )
 
 
-def score(r: Result | float) -> str:
-    return f"{r.return_mean:.1f} ± {r.return_std:.1f}" if isinstance(r, Result) else f"{r:.1f}"
+def score(r: Result) -> str:
+    return f"{r.return_mean:.1f} ± {r.return_std:.1f}"
 
 
 def benchmark_case(case: Case, args: argparse.Namespace) -> None:
@@ -321,25 +297,8 @@ def benchmark_case(case: Case, args: argparse.Namespace) -> None:
                     f"{score(r):>16}",
                     flush=True,
                 )
-    for framework in args.frameworks:
-        rs = [r for r in results if r.framework == framework]
-        print(
-            f"{framework:<10} mean over {len(rs)} seeds: "
-            f"{statistics.mean(r.steps_per_second for r in rs):.0f} steps/s, "
-            f"{statistics.mean(r.steps / r.cpu_s for r in rs):.0f} steps/cpu-s, "
-            f"final return {statistics.mean(r.return_mean for r in rs):.1f}"
-        )
+    by = print_means_and_ratios(results, args.frameworks, args.seeds)
     if set(FRAMEWORKS) <= set(args.frameworks):
-        by = {(r.framework, r.seed): r for r in results}
-        for label, speed in (
-            ("steps/s", lambda r: r.steps_per_second),
-            ("steps/cpu-s", lambda r: r.steps / r.cpu_s),
-        ):
-            ratios = [speed(by["rlbench", s]) / speed(by["sb3", s]) for s in args.seeds]
-            per_seed = ", ".join(
-                f"seed {s}: {x:.2f}" for s, x in zip(args.seeds, ratios, strict=True)
-            )
-            print(f"{label} ratio rlbench / sb3: {per_seed}; mean {statistics.mean(ratios):.2f}")
         # Per seed: the difference of the final returns (rlbench - SB3), and how often
         # rlbench's is at least SB3's.
         diffs = [by["rlbench", s].return_mean - by["sb3", s].return_mean for s in args.seeds]
@@ -352,33 +311,13 @@ def benchmark_case(case: Case, args: argparse.Namespace) -> None:
         )
 
     if args.lanes > 0 and "rlbench" in args.frameworks:
-        sb3 = [r for r in results if r.framework == "sb3"]
+        sb3_runs = [r for r in results if r.framework == "sb3"]
         for threads in args.lane_threads:
             with tempfile.TemporaryDirectory(prefix="sb3_pg_lanes_") as tmp:
                 lr = run_rlbench_lanes(
                     case, args.lanes, threads, args.steps, args.eval_episodes, Path(tmp)
                 )
-            print(
-                f"rlbench lanes: {lr.lanes} seeds (0-{lr.lanes - 1}) in one process, "
-                f"{lr.threads} torch thread(s): wall {lr.wall_s:.1f} s, cpu {lr.cpu_s:.1f} s, "
-                f"aggregate {lr.steps_per_second:.0f} steps/s, "
-                f"{lr.lanes * lr.steps / lr.cpu_s:.0f} steps/cpu-s",
-                flush=True,
-            )
-            print(
-                f"rlbench lanes final returns: mean {statistics.mean(lr.returns):.1f}, "
-                f"median {statistics.median(lr.returns):.1f}; "
-                + " ".join(f"{r:.0f}" for r in lr.returns)
-            )
-            if sb3:
-                one = statistics.mean(r.steps_per_second for r in sb3)
-                one_cpu = statistics.mean(r.steps / r.cpu_s for r in sb3)
-                print(
-                    f"aggregate steps/s ratio, {lr.lanes} rlbench lanes ({lr.threads} thread(s)) "
-                    f"/ one sb3 process (1 thread): {lr.steps_per_second / one:.2f} "
-                    f"(steps/cpu-s: {lr.lanes * lr.steps / lr.cpu_s / one_cpu:.2f})",
-                    flush=True,
-                )
+            print_lanes(lr, sb3_runs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -406,19 +345,10 @@ def main(argv: list[str] | None = None) -> None:
         help="torch threads of the lanes' process; several values train the lanes once each",
     )
     args = parser.parse_args(argv)
-    if "sb3" in args.frameworks:
-        try:
-            import stable_baselines3
-        except ImportError:
-            sys.exit(
-                'stable-baselines3 is not installed: pip install -c constraints.txt -e ".[bench]"'
-            )
-        sb3_version = stable_baselines3.__version__
-    else:
-        sb3_version = "-"
+    sb3 = sb3_version(args.frameworks)
     print(
         f"one torch thread per run; torch {torch.__version__}, gymnasium {gym.__version__}, "
-        f"numpy {np.__version__}, stable-baselines3 {sb3_version}",
+        f"numpy {np.__version__}, stable-baselines3 {sb3}",
         flush=True,
     )
     # Lazy imports the first optimizer of a process pays (about a second) are paid here, not

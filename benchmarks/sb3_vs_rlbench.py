@@ -35,27 +35,33 @@ Stable-Baselines3 is a benchmark-only dependency: ``pip install -c constraints.t
 from __future__ import annotations
 
 import argparse
-import csv
-import statistics
-import sys
 import tempfile
 import textwrap
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import torch
+from comparison import (
+    FRAMEWORKS,
+    LanesResult,
+    Result,
+    SB3Greedy,
+    print_lanes,
+    print_means_and_ratios,
+    sb3_version,
+    train_rlbench,
+    train_rlbench_lanes,
+)
 
 from rlbench.evaluation import evaluate
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.runspec import RunSpec, expand
 from rlbench.suite import load_suite
-from rlbench.training import execute_lanes, execute_run, seed_streams
+from rlbench.training import seed_streams
 
 ENV_ID = "CartPole-v1"
-FRAMEWORKS = ("rlbench", "sb3")
 
 # RL Zoo's hyperparameters for DQN on CartPole-v1 (rl-baselines3-zoo, hyperparams/dqn.yml);
 # they are also rlbench dqn's defaults, spelled out here so the two sides visibly match.
@@ -105,18 +111,6 @@ max_grad_norm = 10.0
 """
 
 
-@dataclass
-class Result:
-    framework: str
-    seed: int
-    steps: int
-    wall_s: float
-    steps_per_second: float
-    cpu_s: float
-    return_mean: float
-    return_std: float
-
-
 def rlbench_runs(
     seeds: list[int], steps: int, eval_episodes: int, workdir: Path
 ) -> tuple[Catalogue, list[RunSpec]]:
@@ -130,78 +124,16 @@ def rlbench_runs(
     return catalogue, expand(load_suite(suite_path, catalogue))
 
 
-def final_score(workdir: Path, run_id: str) -> tuple[float, float]:
-    curve = workdir / "results" / "runs" / run_id / "evaluations.csv"
-    with curve.open(newline="") as f:
-        last = list(csv.DictReader(f))[-1]
-    return float(last["return_mean"]), float(last["return_std"])
-
-
 def run_rlbench(seed: int, steps: int, eval_episodes: int, workdir: Path) -> Result:
-    torch.set_num_threads(1)
     catalogue, [spec] = rlbench_runs([seed], steps, eval_episodes, workdir)
-    cpu = time.process_time()
-    outcome = execute_run(spec, workdir / "results", catalogue)
-    cpu = time.process_time() - cpu
-    if outcome.status != "complete":
-        raise RuntimeError(f"rlbench run {spec.run_id} {outcome.status}: {outcome.error}")
-    mean, std = final_score(workdir, spec.run_id)
-    return Result(
-        "rlbench",
-        seed,
-        steps,
-        outcome.wall_time_s,
-        outcome.steps_per_second or float("nan"),
-        cpu,
-        mean,
-        std,
-    )
-
-
-@dataclass
-class LanesResult:
-    lanes: int
-    threads: int
-    steps: int
-    wall_s: float
-    cpu_s: float
-    steps_per_second: float
-    """Aggregate: every lane's environment steps over the group's training time."""
-    returns: list[float]
+    return train_rlbench(spec, catalogue, workdir, steps)
 
 
 def run_rlbench_lanes(
     lanes: int, threads: int, steps: int, eval_episodes: int, workdir: Path
 ) -> LanesResult:
-    torch.set_num_threads(threads)
     catalogue, specs = rlbench_runs(list(range(lanes)), steps, eval_episodes, workdir)
-    cpu = time.process_time()
-    outcomes = execute_lanes(specs, workdir / "results", catalogue)
-    cpu = time.process_time() - cpu
-    for o in outcomes:
-        if o.status != "complete":
-            raise RuntimeError(f"rlbench run {o.run_id} {o.status}: {o.error}")
-    return LanesResult(
-        lanes,
-        threads,
-        steps,
-        outcomes[0].wall_time_s,
-        cpu,
-        lanes * (outcomes[0].steps_per_second or float("nan")),
-        [final_score(workdir, s.run_id)[0] for s in specs],
-    )
-
-
-class _SB3Greedy:
-    """An SB3 model seen through rlbench's agent interface, for the shared evaluation."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
-        assert greedy
-        action, _ = self.model.predict(obs.cpu().numpy(), deterministic=True)
-        return torch.as_tensor(action)
+    return train_rlbench_lanes(specs, catalogue, threads, workdir, steps)
 
 
 def run_sb3(seed: int, steps: int, eval_episodes: int) -> Result:
@@ -234,7 +166,7 @@ def run_sb3(seed: int, steps: int, eval_episodes: int) -> Result:
     _, _, eval_base = seed_streams(seed, 1)
     eval_env = gym.make(ENV_ID)
     result = evaluate(
-        _SB3Greedy(model),  # type: ignore[arg-type]
+        SB3Greedy(model),  # type: ignore[arg-type]
         eval_env,
         episodes=eval_episodes,
         base_seed=eval_base,
@@ -276,21 +208,12 @@ def main(argv: list[str] | None = None) -> None:
         help="torch threads of the lanes' process; several values train the lanes once each",
     )
     args = parser.parse_args(argv)
-    if "sb3" in args.frameworks:
-        try:
-            import stable_baselines3
-        except ImportError:
-            sys.exit(
-                'stable-baselines3 is not installed: pip install -c constraints.txt -e ".[bench]"'
-            )
-        sb3_version = stable_baselines3.__version__
-    else:
-        sb3_version = "-"
+    sb3 = sb3_version(args.frameworks)
 
     print(
         f"{ENV_ID}, {args.steps} steps per run, seeds {args.seeds}, one torch thread; "
         f"torch {torch.__version__}, gymnasium {gym.__version__}, numpy {np.__version__}, "
-        f"stable-baselines3 {sb3_version}",
+        f"stable-baselines3 {sb3}",
         flush=True,
     )
     # Lazy imports that the first optimizer of a process pays (torch._dynamo, about a second)
@@ -321,55 +244,17 @@ def main(argv: list[str] | None = None) -> None:
                 )
 
     print()
-    for framework in args.frameworks:
-        rs = [r for r in results if r.framework == framework]
-        print(
-            f"{framework:<10} mean over {len(rs)} seeds: "
-            f"{statistics.mean(r.steps_per_second for r in rs):.0f} steps/s, "
-            f"{statistics.mean(r.steps / r.cpu_s for r in rs):.0f} steps/cpu-s, "
-            f"final return {statistics.mean(r.return_mean for r in rs):.1f}"
-        )
-    if set(FRAMEWORKS) <= set(args.frameworks):
-        by = {(r.framework, r.seed): r for r in results}
-        for label, speed in (
-            ("steps/s", lambda r: r.steps_per_second),
-            ("steps/cpu-s", lambda r: r.steps / r.cpu_s),
-        ):
-            ratios = [speed(by["rlbench", s]) / speed(by["sb3", s]) for s in args.seeds]
-            per_seed = ", ".join(
-                f"seed {s}: {x:.2f}" for s, x in zip(args.seeds, ratios, strict=True)
-            )
-            print(f"{label} ratio rlbench / sb3: {per_seed}; mean {statistics.mean(ratios):.2f}")
+    print_means_and_ratios(results, args.frameworks, args.seeds)
 
     if args.lanes > 0 and "rlbench" in args.frameworks:
-        sb3 = [r for r in results if r.framework == "sb3"]
+        sb3_runs = [r for r in results if r.framework == "sb3"]
         for threads in args.lane_threads:
             print()
             with tempfile.TemporaryDirectory(prefix="sb3_vs_rlbench_lanes_") as tmp:
                 lr = run_rlbench_lanes(
                     args.lanes, threads, args.steps, args.eval_episodes, Path(tmp)
                 )
-            solved = sum(r >= 475 for r in lr.returns)
-            print(
-                f"rlbench lanes: {lr.lanes} seeds (0-{lr.lanes - 1}) in one process, "
-                f"{lr.threads} torch thread(s): wall {lr.wall_s:.1f} s, cpu {lr.cpu_s:.1f} s, "
-                f"aggregate {lr.steps_per_second:.0f} steps/s, "
-                f"{lr.lanes * lr.steps / lr.cpu_s:.0f} steps/cpu-s",
-                flush=True,
-            )
-            print(
-                f"rlbench lanes final returns: mean {statistics.mean(lr.returns):.1f}, "
-                f"{solved}/{lr.lanes} seeds >= 475; " + " ".join(f"{r:.0f}" for r in lr.returns)
-            )
-            if sb3:
-                one = statistics.mean(r.steps_per_second for r in sb3)
-                one_cpu = statistics.mean(r.steps / r.cpu_s for r in sb3)
-                print(
-                    f"aggregate steps/s ratio, {lr.lanes} rlbench lanes ({lr.threads} thread(s)) "
-                    f"/ one sb3 process (1 thread): {lr.steps_per_second / one:.2f} "
-                    f"(steps/cpu-s: {lr.lanes * lr.steps / lr.cpu_s / one_cpu:.2f})",
-                    flush=True,
-                )
+            print_lanes(lr, sb3_runs, solved=475)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""What the rlbench-against-Stable-Baselines3 benchmarks share: their records, training a run
+or a lane group through rlbench's harness, scoring an SB3 model with rlbench's evaluation,
+and the printed comparison (means, per-seed ratios, lanes against one SB3 process).
+
+``sb3_vs_rlbench.py`` (DQN) and ``sb3_pg.py`` (PPO, A2C) differ in their agents, settings and
+SB3 calls; everything here is the same for both.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rlbench.plugins import Catalogue
+from rlbench.runspec import RunSpec
+from rlbench.training import execute_lanes, execute_run
+
+FRAMEWORKS = ("rlbench", "sb3")
+
+
+@dataclass
+class Result:
+    framework: str
+    seed: int
+    steps: int
+    wall_s: float
+    steps_per_second: float
+    cpu_s: float
+    return_mean: float
+    return_std: float
+
+
+@dataclass
+class LanesResult:
+    lanes: int
+    threads: int
+    steps: int
+    wall_s: float
+    cpu_s: float
+    steps_per_second: float
+    """Aggregate: every lane's environment steps over the group's training time."""
+    returns: list[float]
+
+
+class SB3Greedy:
+    """An SB3 model seen through rlbench's agent interface, for the shared evaluation."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
+        assert greedy
+        action, _ = self.model.predict(obs.cpu().numpy(), deterministic=True)
+        return torch.as_tensor(action)
+
+
+def sb3_version(frameworks: Sequence[str]) -> str:
+    """Stable-Baselines3's version, or ``-`` when it is not compared; exits with the install
+    command when it is asked for and missing."""
+    if "sb3" not in frameworks:
+        return "-"
+    try:
+        import stable_baselines3
+    except ImportError:
+        sys.exit('stable-baselines3 is not installed: pip install -c constraints.txt -e ".[bench]"')
+    return stable_baselines3.__version__
+
+
+def final_score(workdir: Path, run_id: str) -> tuple[float, float]:
+    curve = workdir / "results" / "runs" / run_id / "evaluations.csv"
+    with curve.open(newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    return float(last["return_mean"]), float(last["return_std"])
+
+
+def train_rlbench(spec: RunSpec, catalogue: Catalogue, workdir: Path, steps: int) -> Result:
+    """One run through the harness (what ``rlbench run`` does), on one torch thread."""
+    torch.set_num_threads(1)
+    cpu = time.process_time()
+    outcome = execute_run(spec, workdir / "results", catalogue)
+    cpu = time.process_time() - cpu
+    if outcome.status != "complete":
+        raise RuntimeError(f"rlbench run {spec.run_id} {outcome.status}: {outcome.error}")
+    mean, std = final_score(workdir, spec.run_id)
+    return Result(
+        "rlbench",
+        spec.seed,
+        steps,
+        outcome.wall_time_s,
+        outcome.steps_per_second or float("nan"),
+        cpu,
+        mean,
+        std,
+    )
+
+
+def train_rlbench_lanes(
+    specs: list[RunSpec], catalogue: Catalogue, threads: int, workdir: Path, steps: int
+) -> LanesResult:
+    """The runs ``specs`` (seeds of one configuration) as the lanes of one process."""
+    torch.set_num_threads(threads)
+    cpu = time.process_time()
+    outcomes = execute_lanes(specs, workdir / "results", catalogue)
+    cpu = time.process_time() - cpu
+    for o in outcomes:
+        if o.status != "complete":
+            raise RuntimeError(f"rlbench run {o.run_id} {o.status}: {o.error}")
+    lanes = len(specs)
+    return LanesResult(
+        lanes,
+        threads,
+        steps,
+        outcomes[0].wall_time_s,
+        cpu,
+        lanes * (outcomes[0].steps_per_second or float("nan")),
+        [final_score(workdir, s.run_id)[0] for s in specs],
+    )
+
+
+def print_means_and_ratios(
+    results: list[Result], frameworks: Sequence[str], seeds: Sequence[int]
+) -> dict[tuple[str, int], Result]:
+    """Each framework's means over the seeds and, when both ran, rlbench / SB3 per seed;
+    returns the results by ``(framework, seed)``."""
+    for framework in frameworks:
+        rs = [r for r in results if r.framework == framework]
+        print(
+            f"{framework:<10} mean over {len(rs)} seeds: "
+            f"{statistics.mean(r.steps_per_second for r in rs):.0f} steps/s, "
+            f"{statistics.mean(r.steps / r.cpu_s for r in rs):.0f} steps/cpu-s, "
+            f"final return {statistics.mean(r.return_mean for r in rs):.1f}"
+        )
+    by = {(r.framework, r.seed): r for r in results}
+    if set(FRAMEWORKS) <= set(frameworks):
+        for label, speed in (
+            ("steps/s", lambda r: r.steps_per_second),
+            ("steps/cpu-s", lambda r: r.steps / r.cpu_s),
+        ):
+            ratios = [speed(by["rlbench", s]) / speed(by["sb3", s]) for s in seeds]
+            per_seed = ", ".join(f"seed {s}: {x:.2f}" for s, x in zip(seeds, ratios, strict=True))
+            print(f"{label} ratio rlbench / sb3: {per_seed}; mean {statistics.mean(ratios):.2f}")
+    return by
+
+
+def print_lanes(lr: LanesResult, sb3: list[Result], solved: float | None = None) -> None:
+    """The lane group's aggregate speed and returns (how many reach ``solved``, else their
+    median), and its speed against one SB3 process (the mean over ``sb3``'s runs)."""
+    print(
+        f"rlbench lanes: {lr.lanes} seeds (0-{lr.lanes - 1}) in one process, "
+        f"{lr.threads} torch thread(s): wall {lr.wall_s:.1f} s, cpu {lr.cpu_s:.1f} s, "
+        f"aggregate {lr.steps_per_second:.0f} steps/s, "
+        f"{lr.lanes * lr.steps / lr.cpu_s:.0f} steps/cpu-s",
+        flush=True,
+    )
+    if solved is None:
+        spread = f"median {statistics.median(lr.returns):.1f}"
+    else:
+        spread = f"{sum(r >= solved for r in lr.returns)}/{lr.lanes} seeds >= {solved:g}"
+    print(
+        f"rlbench lanes final returns: mean {statistics.mean(lr.returns):.1f}, {spread}; "
+        + " ".join(f"{r:.0f}" for r in lr.returns)
+    )
+    if sb3:
+        one = statistics.mean(r.steps_per_second for r in sb3)
+        one_cpu = statistics.mean(r.steps / r.cpu_s for r in sb3)
+        print(
+            f"aggregate steps/s ratio, {lr.lanes} rlbench lanes ({lr.threads} thread(s)) "
+            f"/ one sb3 process (1 thread): {lr.steps_per_second / one:.2f} "
+            f"(steps/cpu-s: {lr.lanes * lr.steps / lr.cpu_s / one_cpu:.2f})",
+            flush=True,
+        )
