@@ -12,13 +12,18 @@ multiple of the CPU's vector width are where a stacked optimizer step used to ro
 
 from __future__ import annotations
 
+import json
 import random
 import textwrap
 
 import pytest
 import torch
+from rlbench_dqn.fastpath import FusedAdam
+from rlbench_mlp import MLPConfig, build_mlp
 from test_lanes import assert_same_state, run_files
 
+from rlbench.executor import run_suite, spread_groups
+from rlbench.lanes import stack_networks
 from rlbench.runspec import expand
 from rlbench.suite import load_suite
 from rlbench.training import execute_lanes
@@ -87,11 +92,6 @@ def test_a_seed_computes_the_same_in_every_group_size_and_position(runs, agent):
 def stacked_training(seeds: list[int], fast: bool, steps: int = 6) -> dict[int, list[torch.Tensor]]:
     """Train the stacked networks of ``seeds`` (one lane each) for a few Adam steps on data
     that depends only on the lane's seed; return each lane's weights and moments."""
-    from rlbench_dqn.fastpath import FusedAdam
-    from rlbench_mlp import MLPConfig, build_mlp
-
-    from rlbench.lanes import stack_networks
-
     nets = []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -130,8 +130,6 @@ def test_the_stacked_adam_updates_each_lane_as_alone(fast):
 
 
 def test_idle_cores_get_groups_of_their_own():
-    from rlbench.executor import spread_groups
-
     groups = [["a", "b", "c", "d", "e"], ["f"]]
     assert spread_groups(groups, 1) == groups
     assert spread_groups(groups, 3) == [["a", "b", "c"], ["d", "e"], ["f"]]
@@ -141,10 +139,6 @@ def test_idle_cores_get_groups_of_their_own():
 def test_lanes_train_on_one_thread_by_default(tmp_path, catalogue):
     """``run_suite`` without ``threads``: a lane agent's groups train on one torch thread
     (where group size cannot change a lane), and a single group is spread over the jobs."""
-    import json
-
-    from rlbench.executor import run_suite
-
     (tmp_path / "s.toml").write_text(
         textwrap.dedent(SUITE).replace("seeds = 16", "seeds = 2").replace("= 400", "= 100")
     )
