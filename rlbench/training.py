@@ -226,12 +226,15 @@ def execute_lanes(
     if spec.unavailable:
         return [lane.fail(lane.spec.unavailable) for lane in lanes]
 
-    versions = provenance.collect(spec.device, catalogue.plugin_versions())
+    # With the group a run trained in: on the CPU it changes nothing (rlbench.lanes), but a
+    # backend whose batched kernels depend on the batch size would need it to reproduce.
+    versions = {
+        **provenance.collect(spec.device, catalogue.plugin_versions()),
+        "lanes": len(specs),
+        "lane_seeds": [s.seed for s in specs],
+    }
     for lane in lanes:
-        # The group a run trained in: on the CPU it changes nothing (rlbench.lanes), but a
-        # backend whose batched kernels depend on the batch size would need it to reproduce.
-        group = {"lanes": len(specs), "lane_seeds": [s.seed for s in specs]}
-        lane.run_dir.write_json(records.PROVENANCE, {**versions, **group})
+        lane.run_dir.write_json(records.PROVENANCE, versions)
         lane.run_dir.write_status(records.RUNNING)
     started = time.perf_counter()
     try:
