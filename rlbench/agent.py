@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlbench import snapshot
+
 
 class AgentConfig(BaseModel):
     """Base class of every agent's hyperparameters.
@@ -206,6 +208,28 @@ class Agent(ABC, Generic[ConfigT]):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Everything training needs to go on from here exactly as if it had never stopped:
+        weights, optimizer moments, replay or rollout buffers, counters, random generators.
+
+        Called by the harness at each mid-run checkpoint (by default after each evaluation,
+        between two :meth:`observe` calls); the result is saved with ``torch.save``. To
+        resume, the harness builds the agent afresh from its config and context, exactly as
+        at the start of the run, and calls :meth:`load_checkpoint_state` with it.
+
+        The default (:func:`rlbench.snapshot.capture`) copies every tensor, array, numpy
+        generator, number and string reachable from the agent's attributes, and the state
+        dict of every attribute that has one (modules, optimizers); it restores them in
+        place, so aliases (a numpy view of a tensor, a generator shared with a buffer) stay
+        aliases. Override both methods only for state it cannot see (an object of a C
+        extension, a file handle).
+        """
+        return snapshot.capture(self)
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`checkpoint_state` returned into this freshly built agent."""
+        snapshot.restore(self, state)
+
 
 class LaneAgent(Agent[ConfigT]):
     """An agent that trains ``context.lanes`` independent seeds (lanes) as one batched
@@ -271,3 +295,9 @@ class OneLane:
 
     def lane_state_dict(self, lane: int) -> dict[str, Any]:
         return self.agent.state_dict()
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return self.agent.checkpoint_state()
+
+    def load_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.agent.load_checkpoint_state(state)

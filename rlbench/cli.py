@@ -158,8 +158,35 @@ def cli(ctx: click.Context, no_plugin_autoload: bool, plugins: tuple[str, ...]) 
     default=DEFAULT_LANES,
     show_default=True,
     help="Seeds of one configuration trained together as one batched computation, for "
-    "agents that support it (the built-in DQNs); each run's results are what it gives alone. "
-    "1: every run on its own.",
+    "agents that support it (the built-in DQNs, ppo, a2c); each run's results are what it "
+    "gives alone. 1: every run on its own.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Evaluations between two mid-run checkpoints (agent, optimizer, buffers, random "
+    "states, environments); an interrupted run resumes from its last one. 0: never.",
+)
+@click.option(
+    "--keep-checkpoints",
+    is_flag=True,
+    help="Keep each run's last checkpoint when it completes (removed otherwise).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where runs train: worker processes on this machine, or tasks on a Ray cluster "
+    "(pip install 'rlbench[ray]'; see docs/cluster.md).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="The Ray cluster to use with --executor ray: HEAD:PORT, or 'auto' (the cluster "
+    "started on this machine) [default: $RAY_ADDRESS, else auto].",
 )
 @click.option("--force", is_flag=True, help="Redo runs that already completed.")
 @click.option(
@@ -176,13 +203,19 @@ def run_command(
     jobs: str,
     threads: int | None,
     lanes: int,
+    checkpoint_every: int,
+    keep_checkpoints: bool,
+    executor: str,
+    address: str | None,
     force: bool,
     report: bool,
 ) -> None:
     """Run every agent × environment × seed × device of SUITE_FILE.
 
-    Completed runs are skipped (unless --force); failed and interrupted ones are redone.
+    Completed runs are skipped (unless --force); failed ones are redone, and interrupted
+    ones resume from their last checkpoint.
     """
+    from rlbench.checkpoint import CheckpointPolicy
     from rlbench.executor import run_suite
     from rlbench.runspec import expand
     from rlbench.suite import load_suite
@@ -214,6 +247,9 @@ def run_command(
                     autoload=options.autoload,
                     extra_plugins=options.plugins,
                     on_event=display.handle,
+                    checkpoints=CheckpointPolicy(every=checkpoint_every, keep=keep_checkpoints),
+                    executor=executor,
+                    address=address,
                 )
             if result.already_complete:
                 console.print(

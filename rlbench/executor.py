@@ -14,6 +14,7 @@ completed stay complete, the rest are redone by the next ``rlbench run``.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import queue
@@ -27,7 +28,8 @@ from typing import Any
 
 import torch
 
-from rlbench import records
+from rlbench import checkpoint, records
+from rlbench.checkpoint import CheckpointPolicy
 from rlbench.defaults import DEFAULT_LANES
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.runspec import RunSpec
@@ -85,6 +87,24 @@ def lane_groups(
         else:
             order.append([spec])
     return sorted(order, key=len, reverse=True)
+
+
+def checkpointed_groups(
+    runs: Sequence[RunSpec], suite_dir: Path
+) -> tuple[list[list[RunSpec]], list[RunSpec]]:
+    """The groups that left a mid-run checkpoint (:mod:`rlbench.checkpoint`) and whose runs
+    are all among ``runs``, formed again as they were so that each resumes from it; and the
+    runs of ``runs`` in none of them."""
+    by_id = {spec.run_id: spec for spec in runs}
+    groups: list[list[RunSpec]] = []
+    taken: set[str] = set()
+    for spec in runs:
+        found = checkpoint.info(records.RunDir(suite_dir, spec.run_id))
+        ids = found["run_ids"] if found else []
+        if ids and ids[0] == spec.run_id and all(i in by_id and i not in taken for i in ids):
+            groups.append([by_id[i] for i in ids])
+            taken.update(ids)
+    return groups, [spec for spec in runs if spec.run_id not in taken]
 
 
 def spread_groups(groups: list[list[RunSpec]], workers: int) -> list[list[RunSpec]]:
@@ -156,7 +176,20 @@ def run_suite(
     autoload: bool | None = None,
     extra_plugins: Sequence[str] = (),
     on_event: EventHandler | None = None,
+    checkpoints: CheckpointPolicy = checkpoint.DEFAULT,
+    executor: str = "local",
+    address: str | None = None,
 ) -> SuiteRunResult:
+    """Run ``runs`` (of ``suite``) that are not complete yet (all of them with ``force``),
+    in lane groups, in this process (``jobs=1``) or in ``jobs`` worker processes, and record
+    each under ``results_root/<suite name>``; with ``executor="ray"``, as tasks on the Ray
+    cluster at ``address`` (:mod:`rlbench.ray_executor`), ``jobs`` then being the cluster's
+    CPUs. A group that left a checkpoint resumes from it (unless ``force``)."""
+    if executor == "ray":
+        from rlbench import ray_executor
+
+        ray = ray_executor.connect(address)  # before anything is written: one clear line
+        jobs = max(ray_executor.cluster_cpus(ray), 1)
     suite_dir = results_root / suite.name
     suite_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(suite, runs, suite_dir, catalogue)
@@ -168,22 +201,42 @@ def run_suite(
         else:
             pending.append(spec)
     notify = on_event or (lambda *_: None)
-    groups = lane_groups(pending, catalogue, lanes)
-    lanes_here = any(supports_lanes(g[0], catalogue) for g in groups)
+    if force:
+        checkpoints = dataclasses.replace(checkpoints, resume=False)
+    resumed, fresh = ([], pending)
+    if checkpoints.resume:
+        resumed, fresh = checkpointed_groups(pending, suite_dir)
+    groups = lane_groups(fresh, catalogue, lanes)
+    lanes_here = any(supports_lanes(g[0], catalogue) for g in resumed + groups)
     if threads is None and lanes_here:
         # Lanes train on one thread each (default_threads), so idle cores get groups of
-        # their own.
-        groups = spread_groups(groups, jobs)
+        # their own (a group resuming from its checkpoint stays whole).
+        groups = spread_groups(groups, max(jobs - len(resumed), 1))
+    groups = sorted(resumed + groups, key=len, reverse=True)
     jobs = min(jobs, len(groups)) if groups else 1
     threads = threads or default_threads(jobs, lanes=lanes_here)
 
     try:
-        if jobs <= 1:
+        if executor == "ray":
+            result.outcomes.update(
+                ray_executor.run_groups(
+                    groups,
+                    suite_dir,
+                    address=address,
+                    threads=threads,
+                    autoload=autoload,
+                    extra_plugins=extra_plugins,
+                    checkpoints=checkpoints,
+                    notify=notify,
+                )
+            )
+        elif jobs <= 1:
             previous = torch.get_num_threads()
             torch.set_num_threads(threads)
             try:
                 for group in groups:
-                    for outcome in execute_lanes(group, suite_dir, catalogue, notify):
+                    ran = execute_lanes(group, suite_dir, catalogue, notify, checkpoints)
+                    for outcome in ran:
                         result.outcomes[outcome.run_id] = outcome
             finally:
                 torch.set_num_threads(previous)
@@ -197,6 +250,7 @@ def run_suite(
                 autoload=autoload,
                 extra_plugins=extra_plugins,
                 notify=notify,
+                checkpoints=checkpoints,
             )
     except KeyboardInterrupt:
         result.interrupted = True
@@ -210,6 +264,7 @@ def _worker_main(
     threads: int,
     autoload: bool | None,
     extra_plugins: Sequence[str],
+    checkpoints: CheckpointPolicy,
 ) -> None:
     # The parent decides what Ctrl-C means; a worker only stops when told or terminated.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -226,7 +281,7 @@ def _worker_main(
         group = [RunSpec.from_json(data) for data in item]
         ids = [spec.run_id for spec in group]
         events.put(("claim", ids[0], {"pid": os.getpid(), "runs": ids}))
-        for outcome in execute_lanes(group, Path(suite_dir), catalogue, forward):
+        for outcome in execute_lanes(group, Path(suite_dir), catalogue, forward, checkpoints):
             events.put(("done", outcome.run_id, asdict(outcome)))
 
 
@@ -240,13 +295,14 @@ def _run_in_workers(
     autoload: bool | None,
     extra_plugins: Sequence[str],
     notify: EventHandler,
+    checkpoints: CheckpointPolicy,
 ) -> None:
     ctx = mp.get_context("spawn")
     tasks: Queue[Task] = ctx.Queue()
     events: Queue[WorkerEvent] = ctx.Queue()
     for group in groups:
         tasks.put([spec.to_json() for spec in group])
-    args = (tasks, events, str(suite_dir), threads, autoload, tuple(extra_plugins))
+    args = (tasks, events, str(suite_dir), threads, autoload, tuple(extra_plugins), checkpoints)
 
     def start_worker() -> BaseProcess:
         tasks.put(None)  # one stop sentinel per worker, behind every task

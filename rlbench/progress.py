@@ -52,6 +52,28 @@ class SuiteProgress:
             self.tasks[run_id] = self.progress.add_task(
                 f"  {run_id.rsplit('__', 1)[0]}", total=payload["steps"], info=""
             )
+        elif event == "resume":
+            task = self.tasks.get(run_id)
+            if task is not None:
+                self.progress.update(task, completed=payload["step"])
+            how = "exactly" if payload.get("exact") else "with fresh episodes"
+            self.console.print(
+                f"resumed {run_id} from its checkpoint at step {payload['step']:,} ({how})",
+                markup=False,
+                highlight=False,
+            )
+        elif event == "retry":
+            self.console.print(
+                f"{run_id}: its Ray task was lost ({payload.get('reason', '?')}); "
+                "submitted again, to resume from its last checkpoint",
+                markup=False,
+                highlight=False,
+            )
+        elif event == "node":
+            info.update(payload)
+            task = self.tasks.get(run_id)
+            if task is not None:
+                self.progress.update(task, info=self._describe(info))
         elif event in ("step", "eval"):
             info.update(payload)
             task = self.tasks.get(run_id)
@@ -74,6 +96,8 @@ class SuiteProgress:
             parts.append(f"{info['sps']:,.0f} steps/s")
         if "return_mean" in info:
             parts.append(f"eval {info['return_mean']:.1f}")
+        if "node" in info:
+            parts.append(f"on {info['node']}")
         return " · ".join(parts)
 
     def _final_line(self, run_id: str, payload: Mapping[str, Any], info: Mapping[str, Any]) -> str:

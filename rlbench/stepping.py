@@ -10,12 +10,14 @@ what it returned (an on-policy agent needs its raw sample for the log-probabilit
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.utils import EzPickle
 
 #: One finished episode as ``episodes.csv`` records it: ``step`` (the training step it ended
 #: at), ``return``, ``length`` and ``terminated``.
@@ -31,6 +33,25 @@ def env_action(space: gym.Space) -> Callable[[np.ndarray], Any]:
         low, high = space.low, space.high
         return lambda action: np.clip(action, low, high)
     return lambda action: action
+
+
+def copy_problem(env: gym.Env) -> str | None:
+    """Why a pickled copy of ``env`` would not continue where ``env`` is, or ``None``.
+
+    Environments built on gymnasium's ``EzPickle`` (Box2D, MuJoCo) pickle their constructor
+    arguments only: a copy is a new, unreset environment. Others (the classic-control tasks)
+    pickle their whole state, wrappers' step counters included."""
+    layer: Any = env
+    while layer is not None:
+        if isinstance(layer, EzPickle):
+            name = type(env.unwrapped).__name__
+            return f"{name} pickles its constructor arguments only (EzPickle), not its state"
+        layer = getattr(layer, "env", None)
+    try:
+        pickle.dumps(env)
+    except Exception as exc:  # any pickling failure means "cannot copy"
+        return f"{type(env.unwrapped).__name__} cannot be pickled ({type(exc).__name__})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,35 @@ class LaneEnvs:
         self._return = np.zeros((self.lanes, self.num_envs))
         self._length = np.zeros((self.lanes, self.num_envs), dtype=np.int64)
         self._obs: np.ndarray | None = None
+
+    @property
+    def obs(self) -> np.ndarray:
+        """What the next ``act`` sees: ``[lanes, num_envs, *obs_shape]``."""
+        assert self._obs is not None, "reset() first"
+        return self._obs
+
+    def copy_problem(self) -> str | None:
+        """Why :meth:`state` cannot copy these environments exactly (``None``: it can)."""
+        return copy_problem(self.first)
+
+    def state(self) -> dict[str, Any]:
+        """The environments mid-episode (pickled) with each one's running return, length
+        and current observation: :meth:`load_state` of new ``LaneEnvs`` continues exactly
+        here. Only where :meth:`copy_problem` is ``None``."""
+        return {
+            "envs": pickle.dumps(self.envs),
+            "return": self._return.copy(),
+            "length": self._length.copy(),
+            "obs": self.obs.copy(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        for lane_envs in self.envs:
+            for env in lane_envs:
+                env.close()
+        self.envs = pickle.loads(state["envs"])
+        self._return, self._length = state["return"].copy(), state["length"].copy()
+        self._obs = state["obs"].copy()
 
     @property
     def first(self) -> gym.Env:

@@ -23,6 +23,7 @@ evaluation curve, whichever group the run trains in.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -37,8 +38,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlbench import provenance, records
+from rlbench import checkpoint, provenance, records
 from rlbench.agent import Agent, AgentConfig, AgentContext, LaneAgent, OneLane, Transition
+from rlbench.checkpoint import CheckpointPolicy
 from rlbench.devices import unavailable_reason
 from rlbench.evaluation import evaluate_lanes
 from rlbench.plugins import Catalogue
@@ -188,11 +190,12 @@ def execute_run(
     suite_dir: Path,
     catalogue: Catalogue,
     progress: ProgressCallback | None = None,
+    checkpoints: CheckpointPolicy = checkpoint.DEFAULT,
 ) -> RunOutcome:
     """Run ``spec`` to completion and record it under ``suite_dir``. Failures are recorded
     (status ``failed`` with the error) and returned, never raised; ``KeyboardInterrupt``
     propagates and leaves the run ``running`` (incomplete) on disk."""
-    return execute_lanes([spec], suite_dir, catalogue, progress)[0]
+    return execute_lanes([spec], suite_dir, catalogue, progress, checkpoints)[0]
 
 
 def execute_lanes(
@@ -200,12 +203,18 @@ def execute_lanes(
     suite_dir: Path,
     catalogue: Catalogue,
     progress: ProgressCallback | None = None,
+    checkpoints: CheckpointPolicy = checkpoint.DEFAULT,
+    sink: records.FileSink | None = None,
 ) -> list[RunOutcome]:
     """Run ``specs``, runs that differ only in their seed, as the lanes of one
     :class:`LaneAgent` (one batched computation), and record each under ``suite_dir`` as if
     it had run alone: its own run directory, curve, episodes, weights and status. A single
     run (any agent) is a group of one. Failures are recorded and returned per run, never
-    raised; ``KeyboardInterrupt`` propagates and leaves the runs ``running`` on disk."""
+    raised; ``KeyboardInterrupt`` propagates and leaves the runs ``running`` on disk.
+
+    The group checkpoints as ``checkpoints`` says (:mod:`rlbench.checkpoint`) and, when the
+    first run's folder holds a checkpoint of exactly these runs, resumes from it. ``sink``
+    is told of every file written (:class:`records.RunDir`)."""
     specs = list(specs)
     if not specs:
         return []
@@ -215,9 +224,14 @@ def execute_lanes(
         if not supports_lanes(specs[0], catalogue):
             raise ValueError(f"execute_lanes: agent {specs[0].agent!r} does not train in lanes")
     notify = progress or (lambda *_: None)
-    lanes = [LaneRecord(s, records.RunDir(suite_dir, s.run_id), notify) for s in specs]
+    lanes = [LaneRecord(s, records.RunDir(suite_dir, s.run_id, sink), notify) for s in specs]
+    saved, why_not = (
+        checkpoint.load(lanes[0].run_dir, [s.run_id for s in specs])
+        if checkpoints.resume
+        else (None, "")
+    )
     for lane in lanes:
-        lane.start()
+        lane.start(resuming=saved is not None)
 
     spec = specs[0]
     skip = unavailable_reason(spec.device)
@@ -233,12 +247,18 @@ def execute_lanes(
         "lanes": len(specs),
         "lane_seeds": [s.seed for s in specs],
     }
+    started = time.perf_counter()
+    if saved is not None:
+        started -= saved["elapsed_s"]
+        for lane, progress_state in zip(lanes, saved["lanes"], strict=True):
+            lane.load_progress(progress_state)
     for lane in lanes:
         lane.run_dir.write_json(records.PROVENANCE, versions)
-        lane.run_dir.write_status(records.RUNNING)
-    started = time.perf_counter()
+        if lane.live:
+            lane.run_dir.write_status(records.RUNNING, **lane.resume_fields())
+    del why_not  # a checkpoint that does not fit: the runs start over, as without one
     try:
-        return _train(lanes, catalogue, started)
+        return _train(lanes, catalogue, started, checkpoints, saved)
     except KeyboardInterrupt:
         raise
     except Exception as exc:
@@ -246,8 +266,7 @@ def execute_lanes(
         trace = traceback.format_exc()
         # A lane that diverged before keeps its own error.
         return [
-            lane.outcome if lane.diverged else lane.fail(message, trace, started)
-            for lane in lanes
+            lane.outcome if lane.diverged else lane.fail(message, trace, started) for lane in lanes
         ]
 
 
@@ -267,16 +286,57 @@ class LaneRecord:
         self._metric_counts: dict[str, int] = {}
         self.outcome: RunOutcome | None = None
         self.diverged = False
+        #: Resumes from checkpoints so far: ``{"step", "exact", "note"}`` each.
+        self.resumes: list[dict[str, Any]] = []
 
     @property
     def live(self) -> bool:
         return self.outcome is None
 
-    def start(self) -> None:
-        """Forget an earlier attempt's files and record the run's config."""
-        self.run_dir.clear()
+    def start(self, *, resuming: bool = False) -> None:
+        """Forget an earlier attempt's files (unless ``resuming`` it from its checkpoint)
+        and record the run's config."""
+        if not resuming:
+            self.run_dir.clear()
         self.run_dir.write_json(records.CONFIG, self.spec.to_json())
         self.notify("start", self.spec.run_id, {"steps": self.spec.steps})
+
+    def progress_state(self) -> dict[str, Any]:
+        """What this lane has recorded so far, for a checkpoint."""
+        return {
+            "episodes": list(self.episodes),
+            "evaluations": list(self.evaluations),
+            "metric_rows": list(self.metric_rows),
+            "metric_sums": dict(self._metric_sums),
+            "metric_counts": dict(self._metric_counts),
+            "outcome": None if self.outcome is None else dataclasses.asdict(self.outcome),
+            "diverged": self.diverged,
+            "resumes": list(self.resumes),
+        }
+
+    def load_progress(self, state: Mapping[str, Any]) -> None:
+        """Take up what :meth:`progress_state` saved (a lane that had diverged stays so)."""
+        self.episodes = list(state["episodes"])
+        self.evaluations = list(state["evaluations"])
+        self.metric_rows = list(state["metric_rows"])
+        self._metric_sums = dict(state["metric_sums"])
+        self._metric_counts = dict(state["metric_counts"])
+        outcome = state["outcome"]
+        self.outcome = None if outcome is None else RunOutcome(**outcome)
+        self.diverged = bool(state["diverged"])
+        self.resumes = list(state["resumes"])
+
+    def resume_fields(self) -> dict[str, Any]:
+        """The :class:`records.RunStatus` fields that say how the run was resumed."""
+        if not self.resumes:
+            return {}
+        notes = [r["note"] for r in self.resumes if r["note"]]
+        return {
+            "resumes": len(self.resumes),
+            "resumed_from_step": self.resumes[-1]["step"],
+            "resume_exact": all(r["exact"] for r in self.resumes),
+            "resume_note": "; ".join(notes) or None,
+        }
 
     def add_metric(self, key: str, value: Any, step: int, started: float) -> None:
         """``value`` of metric ``key`` from the transition that brought training to
@@ -333,6 +393,7 @@ class LaneRecord:
             final_return_mean=final["return_mean"],
             final_return_std=final["return_std"],
             episodes=len(self.episodes),
+            **self.resume_fields(),
         )
         self.outcome = RunOutcome(
             self.spec.run_id,
@@ -351,7 +412,7 @@ class LaneRecord:
         not)."""
         wall = time.perf_counter() - started if started else 0.0
         if trace:
-            records.atomic_write_text(self.run_dir.file(records.ERROR), trace)
+            self.run_dir.write_text(records.ERROR, trace)
         self.run_dir.write_status(records.FAILED, error=message, wall_time_s=round(wall, 3))
         self.notify("end", self.spec.run_id, {"status": records.FAILED, "error": message})
         self.outcome = RunOutcome(self.spec.run_id, records.FAILED, wall_time_s=wall, error=message)
@@ -407,9 +468,16 @@ class _Evaluator:
                 lane.add_evaluation(step, result, wall)
 
 
-def _train(lanes: list[LaneRecord], catalogue: Catalogue, started: float) -> list[RunOutcome]:
-    """Train the lanes' runs for their budget, evaluating every ``eval_interval`` steps, and
-    record each lane; a lane that diverges stops being recorded, the others go on."""
+def _train(
+    lanes: list[LaneRecord],
+    catalogue: Catalogue,
+    started: float,
+    checkpoints: CheckpointPolicy,
+    saved: dict[str, Any] | None,
+) -> list[RunOutcome]:
+    """Train the lanes' runs for their budget (from ``saved``, a checkpoint, when given),
+    evaluating every ``eval_interval`` steps, and record each lane; a lane that diverges
+    stops being recorded, the others go on."""
     specs = [lane.spec for lane in lanes]
     spec = specs[0]
     config = catalogue.agent(spec.agent).config_model.model_validate(spec.agent_config)
@@ -426,9 +494,13 @@ def _train(lanes: list[LaneRecord], catalogue: Catalogue, started: float) -> lis
         agent = built if isinstance(built, LaneAgent) else OneLane(built)
         evaluate = _Evaluator(agent, eval_envs, [s[2] for s in streams], spec, started)
         last_note = time.perf_counter()
-        obs_t = to_tensor(envs.reset([s[1] for s in streams]), device)
-        step, next_eval = 0, spec.eval_interval
-        evaluate(0, lanes)
+        if saved is None:
+            obs_t = to_tensor(envs.reset([s[1] for s in streams]), device)
+            step, next_eval, evaluations = 0, spec.eval_interval, 0
+            evaluate(0, lanes)
+        else:
+            step, next_eval, evaluations = _resume(saved, agent, envs, lanes, evaluate)
+            obs_t = to_tensor(envs.obs, device)
         while step < spec.steps and any(lane.live for lane in lanes):
             action = agent.act(obs_t)
             stepped = envs.step(action.detach().cpu().numpy(), step)
@@ -453,8 +525,12 @@ def _train(lanes: list[LaneRecord], catalogue: Catalogue, started: float) -> lis
                     lanes[k].add_metric(key, value, step, started)
             if step >= next_eval or step >= spec.steps:
                 evaluate(step, lanes)
+                evaluations += 1
                 while next_eval <= step:
                     next_eval += spec.eval_interval
+                every = checkpoints.every
+                if every and evaluations % every == 0 and step < spec.steps:
+                    _checkpoint(lanes, agent, envs, step, next_eval, evaluations, evaluate)
             now = time.perf_counter()
             if now - last_note >= PROGRESS_EVERY_S:
                 last_note = now
@@ -472,6 +548,8 @@ def _train(lanes: list[LaneRecord], catalogue: Catalogue, started: float) -> lis
                     eval_time_s=evaluate.seconds,
                     lanes=len(lanes),
                 )
+        if not checkpoints.keep:
+            checkpoint.remove(lanes[0].run_dir)
         return [lane.outcome for lane in lanes if lane.outcome is not None]  # all by now
     finally:
         envs.close()
@@ -479,8 +557,68 @@ def _train(lanes: list[LaneRecord], catalogue: Catalogue, started: float) -> lis
             env.close()
 
 
+def _checkpoint(
+    lanes: Sequence[LaneRecord],
+    agent: LaneAgent | OneLane,
+    envs: LaneEnvs,
+    step: int,
+    next_eval: int,
+    evaluations: int,
+    evaluate: _Evaluator,
+) -> None:
+    """Save the group's training state after the evaluation at ``step``
+    (:mod:`rlbench.checkpoint`)."""
+    problem = envs.copy_problem()
+    checkpoint.save(
+        lanes[0].run_dir,
+        {
+            "run_ids": [lane.spec.run_id for lane in lanes],
+            "step": step,
+            "next_eval": next_eval,
+            "evaluations": evaluations,
+            "elapsed_s": time.perf_counter() - evaluate.started,
+            "eval_s": evaluate.seconds,
+            "random": checkpoint.global_random_state(),
+            "agent": agent.checkpoint_state(),
+            "envs": None if problem else envs.state(),
+            "envs_problem": problem,
+            "lanes": [lane.progress_state() for lane in lanes],
+        },
+    )
+
+
+def _resume(
+    saved: Mapping[str, Any],
+    agent: LaneAgent | OneLane,
+    envs: LaneEnvs,
+    lanes: Sequence[LaneRecord],
+    evaluate: _Evaluator,
+) -> tuple[int, int, int]:
+    """Restore a checkpoint into the freshly built ``agent`` and ``envs`` (the lanes' records
+    were restored before); the step, next evaluation step and evaluations done."""
+    step = int(saved["step"])
+    agent.load_checkpoint_state(saved["agent"])
+    if saved["envs"] is not None:
+        envs.load_state(saved["envs"])
+        note = ""
+    else:
+        num_envs = envs.num_envs
+        envs.reset([checkpoint.fresh_reset_seeds(lane.spec.seed, step, num_envs) for lane in lanes])
+        note = (
+            f"at step {step} the training environments started new episodes from seeded "
+            f"resets: {saved['envs_problem']}"
+        )
+    evaluate.seconds = float(saved["eval_s"])
+    checkpoint.set_global_random_state(saved["random"])
+    for lane in lanes:
+        if lane.live:
+            lane.resumes.append({"step": step, "exact": not note, "note": note})
+            lane.run_dir.write_status(records.RUNNING, **lane.resume_fields())
+            lane.notify("resume", lane.spec.run_id, {"step": step, "exact": not note})
+    return step, int(saved["next_eval"]), int(saved["evaluations"])
+
+
 def _note_speed(lanes: Sequence[LaneRecord], step: int, sps: float) -> None:
     for lane in lanes:
         if lane.live:
             lane.notify("step", lane.spec.run_id, {"step": step, "sps": sps})
-

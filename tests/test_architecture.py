@@ -10,7 +10,7 @@ from conftest import REPO
 #: The data path, earliest first (docs/architecture.md). A module may import modules of an
 #: earlier rank only.
 ORDER = [
-    ["errors", "defaults", "devices", "provenance", "stepping", "lanes"],
+    ["errors", "defaults", "devices", "provenance", "stepping", "lanes", "snapshot"],
     ["agent"],
     ["specs"],
     ["hookspecs"],
@@ -19,7 +19,9 @@ ORDER = [
     ["runspec"],
     ["records"],
     ["evaluation"],
+    ["checkpoint"],
     ["training"],
+    ["ray_executor"],
     ["executor"],
     ["results"],
     ["stats"],
@@ -78,7 +80,18 @@ def test_no_module_imports_one_that_stands_after_it():
 
 #: Reading results never needs the training side (`rlbench report` stays free of torch).
 READERS = {"results", "stats", "figures", "report"}
-TRAINING_SIDE = {"agent", "lanes", "stepping", "evaluation", "training", "executor", "runspec"}
+TRAINING_SIDE = {
+    "agent",
+    "lanes",
+    "snapshot",
+    "stepping",
+    "evaluation",
+    "checkpoint",
+    "training",
+    "ray_executor",
+    "executor",
+    "runspec",
+}
 
 
 def test_reading_results_imports_nothing_of_the_training_side():

@@ -25,10 +25,14 @@ from rlbench.records.atomic import (
     atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
+    csv_bytes,
     inside,
+    json_bytes,
     read_json,
 )
 from rlbench.records.formats import (
+    CHECKPOINT,
+    CHECKPOINT_INFO,
     COMPLETE,
     CONFIG,
     CONFIG_FIELDS,
@@ -55,9 +59,11 @@ from rlbench.records.formats import (
     RunStatus,
     SuiteManifest,
 )
-from rlbench.records.rundir import RunDir, damaged_runs
+from rlbench.records.rundir import FileSink, RunDir, damaged_runs
 
 __all__ = [
+    "CHECKPOINT",
+    "CHECKPOINT_INFO",
     "COMPLETE",
     "CONFIG",
     "CONFIG_FIELDS",
@@ -80,6 +86,7 @@ __all__ = [
     "SUITE_SOURCE",
     "WEIGHTS",
     "EnvReference",
+    "FileSink",
     "RecordError",
     "Reference",
     "RunDir",
@@ -90,7 +97,9 @@ __all__ = [
     "atomic_write_csv",
     "atomic_write_json",
     "atomic_write_text",
+    "csv_bytes",
     "damaged_runs",
     "inside",
+    "json_bytes",
     "read_json",
 ]

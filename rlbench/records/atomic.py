@@ -47,16 +47,26 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+def json_bytes(data: Any) -> bytes:
+    """``data`` as rlbench writes JSON files (indented, keys sorted, one final newline)."""
+    return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
 
 
-def atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+def csv_bytes(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> bytes:
+    """``rows`` as rlbench writes CSV files (a header of ``columns``, other keys ignored)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue().encode("utf-8")
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, json_bytes(data))
+
+
+def atomic_write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    atomic_write_bytes(path, csv_bytes(columns, rows))
 
 
 def atomic_savefig(fig: Any, path: Path, **savefig_kwargs: Any) -> None:

@@ -29,6 +29,10 @@ EPISODES = "episodes.csv"
 METRICS = "metrics.csv"
 WEIGHTS = "weights.pt"
 ERROR = "error.txt"
+#: A running run's last mid-run checkpoint (of its whole lane group; in the folder of the
+#: group's first run), and what it holds (which runs, which step), read without torch.
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_INFO = "checkpoint.json"
 
 COMPLETE, FAILED, SKIPPED, RUNNING = "complete", "failed", "skipped", "running"
 STATUSES = (COMPLETE, FAILED, SKIPPED, RUNNING)
@@ -105,6 +109,12 @@ class RunStatus:
     final_return_mean: float | None = None
     final_return_std: float | None = None
     episodes: int | None = None
+    #: How often the run was resumed from a mid-run checkpoint, the step of the last resume,
+    #: whether every resume was exact (every training environment restored) and, if not, why.
+    resumes: int | None = None
+    resumed_from_step: int | None = None
+    resume_exact: bool | None = None
+    resume_note: str | None = None
 
     #: What each status must carry.
     REQUIRED = {
@@ -122,8 +132,9 @@ class RunStatus:
         SKIPPED: ("reason",),
         RUNNING: (),
     }
-    _INTS = ("env_steps", "lanes", "episodes")
-    _TEXTS = ("error", "reason")
+    _INTS = ("env_steps", "lanes", "episodes", "resumes", "resumed_from_step")
+    _TEXTS = ("error", "reason", "resume_note")
+    _BOOLS = ("resume_exact",)
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -138,6 +149,8 @@ class RunStatus:
                 continue
             if f.name in self._TEXTS:
                 ok, kind = isinstance(value, str), "a string"
+            elif f.name in self._BOOLS:
+                ok, kind = isinstance(value, bool), "true or false"
             elif f.name in self._INTS:
                 ok, kind = _is_int(value), "an integer"
             else:

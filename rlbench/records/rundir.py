@@ -8,15 +8,15 @@ import csv
 import io
 import json
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from rlbench.records.atomic import (
     atomic_write_bytes,
-    atomic_write_csv,
-    atomic_write_json,
+    csv_bytes,
     inside,
+    json_bytes,
     read_json,
 )
 from rlbench.records.formats import (
@@ -71,11 +71,32 @@ def _csv_problem(path: Path, columns: Sequence[str], numeric: Sequence[str]) -> 
     return None
 
 
-class RunDir:
-    """The files of one run: ``<suite results>/runs/<run_id>/``."""
+#: ``sink(run_id, name, data)``: told of every file a :class:`RunDir` writes (``data``) or
+#: removes (``None``), after it did so, e.g. to send the run's records to another machine.
+FileSink = Callable[[str, str, "bytes | None"], None]
 
-    def __init__(self, suite_dir: Path, run_id: str) -> None:
+
+class RunDir:
+    """The files of one run: ``<suite results>/runs/<run_id>/``. Every write is atomic
+    (:func:`~rlbench.records.atomic.atomic_write_bytes`) and goes through :meth:`put_bytes`,
+    which also tells ``sink``, when there is one, what it wrote."""
+
+    def __init__(self, suite_dir: Path, run_id: str, sink: FileSink | None = None) -> None:
         self.path = inside(suite_dir / RUNS_DIRNAME, suite_dir / RUNS_DIRNAME / run_id)
+        self.run_id = run_id
+        self.sink = sink
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        """Write the run's file ``name`` (atomically), then tell the sink."""
+        atomic_write_bytes(inside(self.path, self.file(name)), data)
+        if self.sink is not None:
+            self.sink(self.run_id, name, data)
+
+    def remove(self, name: str) -> None:
+        """Remove the run's file ``name`` if it is there, then tell the sink."""
+        inside(self.path, self.file(name)).unlink(missing_ok=True)
+        if self.sink is not None:
+            self.sink(self.run_id, name, None)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -178,28 +199,33 @@ class RunDir:
     def write_status(self, status: str, **fields: Any) -> None:
         """Write ``status.json``; ``fields`` are :class:`RunStatus`'s (a misspelt or
         wrongly-typed one raises instead of being written)."""
-        atomic_write_json(self.file(STATUS), RunStatus(status, **fields).to_json())
+        self.put_bytes(STATUS, json_bytes(RunStatus(status, **fields).to_json()))
 
     def write_json(self, name: str, data: Any) -> None:
-        atomic_write_json(self.file(name), data)
+        self.put_bytes(name, json_bytes(data))
+
+    def write_text(self, name: str, text: str) -> None:
+        self.put_bytes(name, text.encode("utf-8"))
 
     def write_csv(
         self, name: str, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]
     ) -> None:
-        atomic_write_csv(self.file(name), columns, rows)
+        self.put_bytes(name, csv_bytes(columns, rows))
 
     def save_weights(self, state: Mapping[str, Any]) -> None:
         import torch  # here, not at the top: readers of results never need it
 
         buffer = io.BytesIO()
         torch.save(dict(state), buffer)
-        atomic_write_bytes(self.file(WEIGHTS), buffer.getvalue())
+        self.put_bytes(WEIGHTS, buffer.getvalue())
 
     def clear(self) -> None:
         """Remove the files of an earlier attempt (before redoing the run)."""
         if self.path.is_dir():
-            for child in self.path.iterdir():
-                if child.is_file():
+            for child in sorted(self.path.iterdir()):
+                if child.is_file() and not child.name.startswith("."):
+                    self.remove(child.name)
+                elif child.is_file():  # a temporary file a killed writer left
                     child.unlink()
 
 

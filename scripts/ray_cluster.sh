@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Start (or stop) a local Ray cluster on loopback for `rlbench run --executor ray` and the
+# Ray tests: a head node and one more worker node, each its own raylet with its own CPUs, as
+# two machines of a real cluster would be. Prints the cluster's address.
+#
+#   eval "$(scripts/ray_cluster.sh start --export)"   # sets RAY_ADDRESS
+#   rlbench run suites/cartpole.toml --executor ray   # uses $RAY_ADDRESS
+#   scripts/ray_cluster.sh stop
+#
+# Settings (environment): RLBENCH_RAY_PORT (the head's port, default 6389),
+# RLBENCH_RAY_CPUS (CPUs of each node, default 1), RLBENCH_RAY_DIR (Ray's session folder,
+# default /tmp/rlbench-ray). Needs Ray: pip install -c constraints.txt -e ".[ray]".
+set -euo pipefail
+
+PORT="${RLBENCH_RAY_PORT:-6389}"
+CPUS="${RLBENCH_RAY_CPUS:-1}"
+DIR="${RLBENCH_RAY_DIR:-/tmp/rlbench-ray}"
+ADDRESS="127.0.0.1:$PORT"
+export RAY_USAGE_STATS_ENABLED=0
+
+log() { echo "ray_cluster.sh: $*" >&2; }
+
+if ! command -v ray >/dev/null 2>&1; then
+    log "Ray is not installed (pip install -c constraints.txt -e \".[ray]\")"
+    exit 1
+fi
+
+case "${1:-start}" in
+start)
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+        log "a cluster is already up at $ADDRESS"
+    else
+        mkdir -p "$DIR"
+        log "starting the head node on $ADDRESS ($CPUS CPU)"
+        ray start --head --node-ip-address 127.0.0.1 --port "$PORT" --num-cpus "$CPUS" \
+            --num-gpus 0 --include-dashboard false --temp-dir "$DIR" --disable-usage-stats \
+            >"$DIR/head.log" 2>&1 || { cat "$DIR/head.log" >&2; exit 1; }
+        log "starting a worker node ($CPUS CPU)"
+        ray start --address "$ADDRESS" --node-ip-address 127.0.0.1 --num-cpus "$CPUS" \
+            --num-gpus 0 --disable-usage-stats >"$DIR/worker.log" 2>&1 \
+            || { cat "$DIR/worker.log" >&2; exit 1; }
+    fi
+    if [[ "${2:-}" == "--export" ]]; then
+        echo "export RAY_ADDRESS=$ADDRESS"
+    else
+        echo "$ADDRESS"
+    fi
+    ;;
+stop)
+    ray stop --force >&2 || true
+    ;;
+*)
+    log "usage: scripts/ray_cluster.sh start [--export] | stop"
+    exit 2
+    ;;
+esac
