@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -53,6 +54,12 @@ def connect(address: str | None) -> Any:
     address = address or os.environ.get("RAY_ADDRESS") or "auto"
     if ray.is_initialized():
         return ray
+    problem = _unreachable(address)
+    if problem:
+        raise RlbenchError(
+            f"--address {address}: cannot reach a Ray cluster ({problem}); start one with "
+            "`ray start --head` (see docs/cluster.md) or give --address HEAD:PORT"
+        )
     try:
         ray.init(
             address=address,
@@ -67,6 +74,18 @@ def connect(address: str | None) -> Any:
             "`ray start --head` (see docs/cluster.md) or give --address HEAD:PORT"
         ) from None
     return ray
+
+
+def _unreachable(address: str) -> str:
+    """Why nothing answers at ``HOST:PORT`` (ray.init would retry for minutes), or ``""``."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if address == "auto" or not host or not port.isdigit():
+        return ""  # "auto", or a form ray.init knows better: let it judge
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as exc:
+        return f"nothing answers at {host}:{port}: {exc.strerror or exc}"
+    return ""
 
 
 def task_resources(group: Sequence[RunSpec], threads: int) -> dict[str, float]:
@@ -175,10 +194,13 @@ def run_groups(
     on the next ``rlbench run``)."""
     ray = connect(address)
     from ray.util.queue import Empty, Queue
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     wants = [task_resources(group, threads) for group in groups]
     check_resources(ray, wants)
-    channel = Queue()
+    # The queue lives with the driver (its node's loss would be the driver's too).
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    channel = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
     remote = ray.remote(train_group)
     args = (suite_dir.name, threads, autoload, tuple(extra_plugins), checkpoints, channel)
 

@@ -35,8 +35,10 @@ start)
         ray start --head --node-ip-address 127.0.0.1 --port "$PORT" --num-cpus "$CPUS" \
             --num-gpus 0 --include-dashboard false --temp-dir "$DIR" --disable-usage-stats \
             >"$DIR/head.log" 2>&1 || { cat "$DIR/head.log" >&2; exit 1; }
-        log "starting a worker node ($CPUS CPU)"
-        ray start --address "$ADDRESS" --node-ip-address 127.0.0.1 --num-cpus "$CPUS" \
+        # Another loopback address, as another machine has its own: a driver on this machine
+        # connects to the node of 127.0.0.1 (the head) without ambiguity.
+        log "starting a worker node on 127.0.0.2 ($CPUS CPU)"
+        ray start --address "$ADDRESS" --node-ip-address 127.0.0.2 --num-cpus "$CPUS" \
             --num-gpus 0 --disable-usage-stats >"$DIR/worker.log" 2>&1 \
             || { cat "$DIR/worker.log" >&2; exit 1; }
     fi
