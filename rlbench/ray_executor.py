@@ -153,8 +153,9 @@ def train_group(
 
     torch.set_num_threads(threads)
     specs = [RunSpec.from_json(data) for data in group]
-    node = ray.get_runtime_context().get_node_id()[:8]
-    where = f"{ray.util.get_node_ip_address()} node {node}"
+    node_id = ray.get_runtime_context().get_node_id()
+    node_ip = ray.util.get_node_ip_address()
+    where = f"{node_ip} node {node_id[:8]}"
     scratch = Path(tempfile.mkdtemp(prefix="rlbench-ray-"))
     try:
         suite_dir = scratch / suite_name
@@ -171,7 +172,8 @@ def train_group(
                 channel.put(("node", run_id, {"node": where}))
 
         catalogue = load_catalogue(autoload=autoload, extra_plugins=extra_plugins)
-        outcomes = execute_lanes(specs, suite_dir, catalogue, forward, checkpoints, sink)
+        placement = {"ray_node": {"ip": node_ip, "id": node_id}}
+        outcomes = execute_lanes(specs, suite_dir, catalogue, forward, checkpoints, sink, placement)
         return [asdict(outcome) for outcome in outcomes]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

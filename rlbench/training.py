@@ -205,6 +205,7 @@ def execute_lanes(
     progress: ProgressCallback | None = None,
     checkpoints: CheckpointPolicy = checkpoint.DEFAULT,
     sink: records.FileSink | None = None,
+    placement: Mapping[str, Any] | None = None,
 ) -> list[RunOutcome]:
     """Run ``specs``, runs that differ only in their seed, as the lanes of one
     :class:`LaneAgent` (one batched computation), and record each under ``suite_dir`` as if
@@ -214,7 +215,8 @@ def execute_lanes(
 
     The group checkpoints as ``checkpoints`` says (:mod:`rlbench.checkpoint`) and, when the
     first run's folder holds a checkpoint of exactly these runs, resumes from it. ``sink``
-    is told of every file written (:class:`records.RunDir`)."""
+    is told of every file written (:class:`records.RunDir`); ``placement`` (where the group
+    trains, e.g. its Ray node) goes into each run's ``provenance.json``."""
     specs = list(specs)
     if not specs:
         return []
@@ -246,6 +248,7 @@ def execute_lanes(
         **provenance.collect(spec.device, catalogue.plugin_versions()),
         "lanes": len(specs),
         "lane_seeds": [s.seed for s in specs],
+        **(placement or {}),
     }
     started = time.perf_counter()
     if saved is not None:

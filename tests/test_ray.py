@@ -1,0 +1,297 @@
+"""Suites on a real Ray cluster: a head node and a worker node on loopback, started by the
+project's own script (scripts/ray_cluster.sh; .ci/run starts it and exports RAY_ADDRESS).
+The driver's results folder is the one source of truth: a suite run on Ray writes the files a
+local run writes, and a node lost mid-run costs its runs nothing but time."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, rlbench_cmd
+from run_files import differences
+
+from rlbench import ray_executor
+from rlbench.errors import RlbenchError
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+needs_ray = pytest.mark.skipif(
+    not HAVE_RAY, reason="Ray is not installed (pip install -c constraints.txt -e '.[ray]')"
+)
+ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+}
+
+SUITE = """
+name = "onray"
+seeds = 2
+environments = ["CartPole-v1"]
+
+[budget]
+steps = 2000
+eval_interval = 500
+eval_episodes = 2
+
+[[agents]]
+name = "dqn"
+config = { learning_starts = 200, buffer_size = 2000 }
+network = { name = "mlp", hidden_sizes = [32] }
+
+[[agents]]
+name = "ppo"
+config = { num_envs = 2, n_steps = 64, batch_size = 32, n_epochs = 2 }
+network = { name = "mlp", hidden_sizes = [32] }
+"""
+
+#: Three seeds of one agent trained alone (--lanes 1): three tasks, one per node of a
+#: three-node cluster, each checkpointing after each of its 8 evaluations.
+LONG_SUITE = """
+name = "lost"
+seeds = 3
+environments = ["CartPole-v1"]
+
+[budget]
+steps = 8000
+eval_interval = 1000
+eval_episodes = 2
+
+[[agents]]
+name = "dqn"
+config = { learning_starts = 200 }
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory) -> str:
+    """The address of a running cluster: $RAY_ADDRESS, or one this module starts (and stops)."""
+    if not HAVE_RAY:
+        pytest.skip("Ray is not installed (pip install -c constraints.txt -e '.[ray]')")
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        yield address
+        return
+    folder = tmp_path_factory.mktemp("ray")
+    env = {**os.environ, **ENV, "RLBENCH_RAY_PORT": "6399", "RLBENCH_RAY_DIR": str(folder)}
+    started = subprocess.run(
+        ["bash", str(REPO / "scripts" / "ray_cluster.sh"), "start"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "ray_cluster.sh"), "stop"],
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )
+
+
+def _statuses(runs_dir: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in runs_dir.glob("*/status.json")}
+
+
+@needs_ray
+def test_a_suite_on_ray_writes_the_files_of_a_local_run(tmp_path, cluster):
+    suite = tmp_path / "suite.toml"
+    suite.write_text(SUITE)
+    on_ray = rlbench_cmd(
+        "run",
+        str(suite),
+        "--results",
+        str(tmp_path / "ray"),
+        "--executor",
+        "ray",
+        "--address",
+        cluster,
+        env=ENV,
+    )
+    assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
+    assert "on 127.0.0." in on_ray.stdout or "complete" in on_ray.stdout
+    local = rlbench_cmd(
+        "run", str(suite), "--results", str(tmp_path / "local"), "-j", "2", "--no-report"
+    )
+    assert local.returncode == 0, local.stderr
+    runs_ray, runs_local = tmp_path / "ray/onray/runs", tmp_path / "local/onray/runs"
+    assert len(_statuses(runs_ray)) == 4
+    # The cluster's CPUs decide how lane groups are split (as --jobs does locally); what each
+    # run computes does not depend on its group.
+    assert differences(runs_local, runs_ray, grouping=False) == []
+    assert (tmp_path / "ray" / "onray" / "report" / "report.md").is_file()
+
+
+def _raylet_of(pid: int) -> int:
+    """The raylet process that ``ray start --block`` (``pid``) runs."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and b"raylet/raylet" in cmdline:
+            return int(stat.parent.name)
+    raise AssertionError(f"no raylet under ray start (pid {pid})")
+
+
+@needs_ray
+def test_runs_of_a_node_lost_mid_run_resume_elsewhere_from_their_checkpoints(tmp_path, cluster):
+    suite = tmp_path / "suite.toml"
+    suite.write_text(LONG_SUITE)
+    log = (tmp_path / "victim.log").open("w")
+    # A third node, on its own loopback address, that the test kills.
+    victim = subprocess.Popen(
+        [
+            "ray",
+            "start",
+            "--address",
+            cluster,
+            "--node-ip-address",
+            "127.0.0.3",
+            "--num-cpus",
+            "1",
+            "--num-gpus",
+            "0",
+            "--block",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **ENV},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while "Ray runtime started" not in (tmp_path / "victim.log").read_text():
+            assert time.monotonic() < deadline and victim.poll() is None, "the node did not start"
+            time.sleep(0.5)
+        time.sleep(2)  # registered with the head
+        results = tmp_path / "ray"
+        run = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rlbench",
+                "run",
+                str(suite),
+                "--results",
+                str(results),
+                "--executor",
+                "ray",
+                "--address",
+                cluster,
+                "--lanes",
+                "1",
+                "--no-report",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, **ENV, "COLUMNS": "200"},
+        )
+        runs_dir = results / "lost" / "runs"
+        # The run the third node trains (its provenance.json says where), once it has a
+        # checkpoint.
+        deadline = time.monotonic() + 240
+        while not any(
+            (p.parent / "checkpoint.json").is_file()
+            and json.loads(p.read_text()).get("ray_node", {}).get("ip") == "127.0.0.3"
+            for p in runs_dir.glob("*/provenance.json")
+        ):
+            assert time.monotonic() < deadline and run.poll() is None, "no checkpoint came"
+            time.sleep(0.2)
+        os.kill(_raylet_of(victim.pid), signal.SIGKILL)
+        output, _ = run.communicate(timeout=400)
+    finally:
+        os.killpg(victim.pid, signal.SIGKILL) if victim.poll() is None else None
+        log.close()
+    assert run.returncode == 0, output
+    found = _statuses(runs_dir)
+    assert {s["status"] for s in found.values()} == {"complete"}
+    resumed = [s for s in found.values() if s.get("resumes")]
+    assert len(resumed) == 1 and resumed[0]["resume_exact"] is True
+    assert "its Ray task was lost (NodeDiedError" in " ".join(output.split())
+
+    local = rlbench_cmd(
+        "run",
+        str(suite),
+        "--results",
+        str(tmp_path / "local"),
+        "--lanes",
+        "1",
+        "-j",
+        "2",
+        "--no-report",
+    )
+    assert local.returncode == 0, local.stderr
+    for status in runs_dir.glob("*/status.json"):
+        data = json.loads(status.read_text())
+        resume = ("resumes", "resumed_from_step", "resume_exact", "resume_note")
+        status.write_text(json.dumps({k: v for k, v in data.items() if k not in resume}))
+    assert differences(tmp_path / "local" / "lost" / "runs", runs_dir, grouping=False) == []
+
+
+@needs_ray
+def test_an_unreachable_cluster_is_one_line_before_any_run(tmp_path, write_suite):
+    suite = write_suite()
+    result = rlbench_cmd(
+        "run",
+        str(suite),
+        "--results",
+        str(tmp_path / "r"),
+        "--executor",
+        "ray",
+        "--address",
+        "127.0.0.1:9",
+        env=ENV,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: --address 127.0.0.1:9: cannot reach a Ray cluster (nothing answers at "
+        "127.0.0.1:9: Connection refused); start one with `ray start --head` (see "
+        "docs/cluster.md) or give --address HEAD:PORT"
+    ]
+    assert not list((tmp_path / "r").rglob("status.json"))
+
+
+@needs_ray
+def test_a_task_no_node_can_hold_is_refused_before_any_run(tmp_path, write_suite, cluster):
+    suite = write_suite()
+    result = rlbench_cmd(
+        "run",
+        str(suite),
+        "--results",
+        str(tmp_path / "r"),
+        "--executor",
+        "ray",
+        "--address",
+        cluster,
+        "--threads",
+        "64",
+        env=ENV,
+    )
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: the Ray cluster has no node with {CPU: 64} for a task")
+    assert line.endswith("add such a node or lower --threads")
+    assert not list((tmp_path / "r").rglob("status.json"))
+
+
+def test_without_ray_the_executor_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(
+        RlbenchError,
+        match=r"needs Ray, which is not installed; install it "
+        r"with pip install 'rlbench\[ray\]'",
+    ):
+        ray_executor.import_ray()
