@@ -572,6 +572,20 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
     default=None,
     help="Torch threads per worker [default: 1 for agents that train in lanes, else cores / jobs].",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where the workers run: processes here, or tasks on a Ray cluster (with --jobs "
+    "workers; default one per cluster CPU). Nodes on other machines need --storage URL.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="The Ray cluster for --executor ray: HEAD:PORT or 'auto' [default: $RAY_ADDRESS, "
+    "else auto].",
+)
 @click.pass_obj
 def tune_command(
     options: _Options,
@@ -587,6 +601,8 @@ def tune_command(
     seeds_per_trial: int | None,
     results_root: Path,
     threads: int | None,
+    executor: str,
+    address: str | None,
 ) -> None:
     """Tune an agent's hyperparameters with Optuna (docs/tuning.md).
 
@@ -599,6 +615,11 @@ def tune_command(
     import torch
 
     from rlbench import tune as tuning
+
+    jobs_given = click.get_current_context().get_parameter_source("jobs") not in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    )
     from rlbench.agent import LaneAgent
     from rlbench.executor import default_threads
     from rlbench.suite import NAME_PATTERN, load_suite
@@ -638,7 +659,15 @@ def tune_command(
 
     torch.set_num_threads(job.threads)
     try:
-        outcome = tuning.tune(job, catalogue, jobs=jobs, write=write)
+        ray_jobs = jobs if jobs_given else 0
+        outcome = tuning.tune(
+            job,
+            catalogue,
+            jobs=ray_jobs if executor == "ray" else jobs,
+            write=write,
+            executor=executor,
+            address=address,
+        )
     except RlbenchError as exc:
         _fail(str(exc))
         return

@@ -295,3 +295,61 @@ def test_without_ray_the_executor_names_the_install_command(monkeypatch):
         r"with pip install 'rlbench\[ray\]'",
     ):
         ray_executor.import_ray()
+
+
+TUNE_SUITE = """
+name = "tt"
+seeds = 2
+environments = ["CartPole-v1"]
+
+[budget]
+steps = 300
+eval_interval = 100
+eval_episodes = 2
+
+[[agents]]
+name = "dqn"
+config = { learning_starts = 50, train_frequency = 50, gradient_steps = 2, buffer_size = 1000 }
+network = { name = "mlp", hidden_sizes = [16] }
+
+[tune]
+trials = 5
+seeds_per_trial = 2
+warmup_steps = 0
+use_default_space = false
+
+[tune.space.dqn]
+learning_rate = { low = 1e-4, high = 1e-2, log = true }
+batch_size = { choices = [16, 32] }
+"""
+
+
+@needs_ray
+def test_tune_on_ray_finishes_exactly_the_trials_asked_for(tmp_path, cluster):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    suite = tmp_path / "tune.toml"
+    suite.write_text(TUNE_SUITE)
+    results = tmp_path / "results"
+    tuned = rlbench_cmd(
+        "tune",
+        "--suite",
+        str(suite),
+        "--results",
+        str(results),
+        "--executor",
+        "ray",
+        "--address",
+        cluster,
+        env=ENV,
+    )
+    assert tuned.returncode == 0, tuned.stdout + tuned.stderr
+    assert "5 finished trials (5 complete" in tuned.stdout
+    journal = JournalFileBackend(str(results / "tt" / "tune" / "journal.log"))
+    study = optuna.load_study(study_name="dqn-CartPole-v1", storage=JournalStorage(journal))
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
+    # The workers were Ray tasks: more than one process worked on the study.
+    assert len({t.user_attrs["worker"]["pid"] for t in trials}) >= 2

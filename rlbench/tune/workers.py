@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
@@ -22,6 +23,8 @@ from typing import Literal
 import optuna
 import torch
 
+from rlbench import ray_executor
+from rlbench.errors import RlbenchError
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.tune.job import TuneJob
 from rlbench.tune.liveness import WORKER_ATTR, reap_dead_trials, worker_identity
@@ -132,3 +135,59 @@ def run_workers(job: TuneJob, jobs: int, poll: Callable[[], None]) -> None:
             with ClaimLock(job.location, storage):
                 study = optuna.load_study(study_name=job.location.study_name, storage=storage)
                 reap_dead_trials(study)
+
+
+def _ray_worker(job: TuneJob, worker_index: int) -> None:
+    """The body of one Ray task of ``rlbench tune --executor ray``: a worker on the study."""
+    torch.set_num_threads(job.threads)
+    catalogue = load_catalogue(autoload=job.autoload, extra_plugins=job.extra_plugins)
+    worker_loop(job, catalogue, worker_index)
+
+
+def run_ray_workers(
+    job: TuneJob, jobs: int | None, poll: Callable[[], None], address: str | None
+) -> None:
+    """Run ``jobs`` workers (default: one per CPU of the cluster, ``job.threads`` CPUs each)
+    as Ray tasks on the study until it is done. Every node must reach the study's storage:
+    a journal file or SQLite database on this machine serves only nodes on this machine, a
+    database URL (PostgreSQL) serves them all. A task whose node or process dies is
+    submitted again (its trial is failed and retried as with local workers: by process id on
+    this machine, by heartbeat elsewhere); Ctrl-C cancels the tasks."""
+    ray = ray_executor.connect(address)
+    if job.location.storage_url is None:
+        here = socket.gethostname()
+        elsewhere = sorted(
+            {n["NodeManagerHostname"] for n in ray.nodes() if n.get("Alive")} - {here}
+        )
+        if elsewhere:
+            raise RlbenchError(
+                f"--executor ray: the cluster has nodes on other machines ({', '.join(elsewhere)}) "
+                f"that cannot open the study's {job.location.storage_label} on this one; give "
+                "--storage postgresql://... (a database every node reaches; docs/tuning.md)"
+            )
+    need = {"CPU": float(job.threads)}
+    ray_executor.check_resources(ray, [need])
+    count = jobs or max(1, ray_executor.cluster_cpus(ray) // job.threads)
+    remote = ray.remote(_ray_worker).options(num_cpus=job.threads, max_retries=0)
+    running = {remote.remote(job, i): i for i in range(count)}
+    restarts = 0
+    try:
+        while running:
+            done, _ = ray.wait(list(running), num_returns=len(running), timeout=_POLL_S)
+            poll()
+            for ref in done:
+                index = running.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayError:
+                    if restarts < 2 * count:
+                        restarts += 1
+                        running[remote.remote(job, index)] = index
+    except KeyboardInterrupt:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        storage = open_storage(job.location)
+        with ClaimLock(job.location, storage):
+            study = optuna.load_study(study_name=job.location.study_name, storage=storage)
+            reap_dead_trials(study)
+        raise
