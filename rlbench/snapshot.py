@@ -76,6 +76,7 @@ def capture(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     """The mutable state reachable from ``obj``'s attributes (``skip``: attribute names of
     ``obj`` itself to leave out), as plain data that ``torch.save`` writes."""
     seen: set[int] = set()
+    memory: set[tuple[str, int, int]] = set()
 
     def walk(value: Any, where: str) -> Any:
         if isinstance(value, _SCALARS):
@@ -87,9 +88,18 @@ def capture(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
             # buffer): restoring that once restores both.
             return ("alias", None)
         seen.add(id(value))
-        if isinstance(value, torch.Tensor):
-            return ("tensor", value.detach().clone())
-        if isinstance(value, np.ndarray):
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            # A numpy view of a tensor (or a tensor made from an array) is the same memory:
+            # copied once, restored once.
+            if isinstance(value, torch.Tensor):
+                where_in_memory = (value.device.type, value.data_ptr(), value.nbytes)
+            else:
+                where_in_memory = ("cpu", value.ctypes.data, value.nbytes)
+            if value.nbytes and where_in_memory in memory:
+                return ("alias", None)
+            memory.add(where_in_memory)
+            if isinstance(value, torch.Tensor):
+                return ("tensor", value.detach().clone())
             return ("array", value.copy())
         if isinstance(value, np.random.Generator):
             return ("generator", value.bit_generator.state)
@@ -98,7 +108,9 @@ def capture(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
         if isinstance(value, torch.nn.Module):
             # Its parameters, wherever else they are held (a list for gradient clipping),
             # are restored with it.
-            seen.update(id(t) for t in (*value.parameters(), *value.buffers()))
+            for t in (*value.parameters(), *value.buffers()):
+                seen.add(id(t))
+                memory.add((t.device.type, t.data_ptr(), t.nbytes))
         if isinstance(value, (torch.nn.Module, torch.optim.Optimizer)) or _has_state_dict(value):
             return ("state_dict", _copy_tree(value.state_dict()))
         if isinstance(value, (list, tuple)):

@@ -88,9 +88,7 @@ def blocks(document: Path) -> Iterator[Block]:
 
 ALL_BLOCKS = [block for document in DOCUMENTS for block in blocks(document)]
 # The hook reference blocks are the hookspecs' own source: test_docs.py checks them.
-PYTHON = [
-    b for b in ALL_BLOCKS if b.language == "python" and not b.text.startswith("@hookspec")
-]
+PYTHON = [b for b in ALL_BLOCKS if b.language == "python" and not b.text.startswith("@hookspec")]
 TOML = [b for b in ALL_BLOCKS if b.language == "toml"]
 # Console blocks that show what `rlbench validate` prints (a line after the command).
 CONSOLE = [
@@ -301,3 +299,40 @@ def test_console_validate_shows_what_rlbench_prints(block: Block, in_workspace, 
     assert result.exit_code == 2, result.output
     # The terminal wraps long lines where the docs do not: compare word by word.
     assert " ".join(result.stderr.split()) == " ".join("\n".join(shown).split())
+
+
+# ----------------------------------------------------------------- command lines
+
+
+def _command_lines() -> list[tuple[str, str]]:
+    """``(block id, command line)`` of every ``rlbench ...`` line of a bash or console block
+    (a synopsis line with ``[...]`` or ``|`` alternatives is checked word by word too)."""
+    found = []
+    for block in ALL_BLOCKS:
+        if block.language not in ("bash", "console", "sh"):
+            continue
+        for line in block.text.splitlines():
+            line = line.strip().removeprefix("$ ")
+            # The command after `&&` (pip install ... && rlbench run ...), without a comment.
+            line = line.split("&&")[-1].split(" #")[0].strip()
+            if line.startswith("rlbench "):
+                found.append((block.id, line))
+    return found
+
+
+@pytest.mark.parametrize("where, line", _command_lines(), ids=[w for w, _ in _command_lines()])
+def test_every_rlbench_command_in_the_docs_names_real_options(where, line):
+    """Each option of each documented command exists, and a choice given is one it takes."""
+    words = shlex.split(line.replace("[", " ").replace("]", " ").replace("|", " "))
+    command = cli.get_command(None, words[1])  # type: ignore[arg-type]
+    assert command is not None, f"{where}: no command {words[1]!r}"
+    options = {opt: param for param in command.params for opt in param.opts + param.secondary_opts}
+    for i, word in enumerate(words[2:], start=2):
+        if not word.startswith("-") or word == "-":
+            continue
+        name = word.split("=")[0]
+        assert name in options, f"{where}: `{line}`: {command.name} has no option {name}"
+        param = options[name]
+        choices = getattr(param.type, "choices", None)
+        if choices and i + 1 < len(words) and not words[i + 1].isupper():
+            assert words[i + 1] in choices, f"{where}: `{line}`: {name} takes {choices}"

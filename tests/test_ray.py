@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -353,3 +355,28 @@ def test_tune_on_ray_finishes_exactly_the_trials_asked_for(tmp_path, cluster):
     assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
     # The workers were Ray tasks: more than one process worked on the study.
     assert len({t.user_attrs["worker"]["pid"] for t in trials}) >= 2
+
+
+def _console_examples(document: Path) -> list[tuple[str, list[str]]]:
+    """``(command, lines it prints)`` of every console block of ``document``."""
+    text = document.read_text()
+    found = []
+    for block in re.findall(r"^```console\n(.*?)^```", text, re.M | re.S):
+        command, *printed = block.strip().splitlines()
+        found.append((command.removeprefix("$ "), printed))
+    return found
+
+
+@needs_ray
+@pytest.mark.parametrize(
+    "command, printed",
+    _console_examples(REPO / "docs" / "cluster.md"),
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_the_cluster_page_shows_what_rlbench_prints(command, printed, cluster, tmp_path):
+    args = shlex.split(command)[1:]
+    result = rlbench_cmd(
+        *args, "--results", str(tmp_path), env={**ENV, "RAY_ADDRESS": cluster}, cwd=REPO
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == printed
