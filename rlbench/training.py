@@ -291,6 +291,8 @@ class LaneRecord:
         self.diverged = False
         #: Resumes from checkpoints so far: ``{"step", "exact", "note"}`` each.
         self.resumes: list[dict[str, Any]] = []
+        #: Why the run could not checkpoint (``""``: it could, or was not asked to).
+        self.checkpoint_note = ""
 
     @property
     def live(self) -> bool:
@@ -330,16 +332,20 @@ class LaneRecord:
         self.resumes = list(state["resumes"])
 
     def resume_fields(self) -> dict[str, Any]:
-        """The :class:`records.RunStatus` fields that say how the run was resumed."""
-        if not self.resumes:
-            return {}
-        notes = [r["note"] for r in self.resumes if r["note"]]
-        return {
-            "resumes": len(self.resumes),
-            "resumed_from_step": self.resumes[-1]["step"],
-            "resume_exact": all(r["exact"] for r in self.resumes),
-            "resume_note": "; ".join(notes) or None,
-        }
+        """The :class:`records.RunStatus` fields that say how the run was resumed (or why it
+        could not checkpoint)."""
+        fields: dict[str, Any] = {}
+        if self.resumes:
+            notes = [r["note"] for r in self.resumes if r["note"]]
+            fields = {
+                "resumes": len(self.resumes),
+                "resumed_from_step": self.resumes[-1]["step"],
+                "resume_exact": all(r["exact"] for r in self.resumes),
+                "resume_note": "; ".join(notes) or None,
+            }
+        if self.checkpoint_note:
+            fields["checkpoint_note"] = self.checkpoint_note
+        return fields
 
     def add_metric(self, key: str, value: Any, step: int, started: float) -> None:
         """``value`` of metric ``key`` from the transition that brought training to
@@ -533,7 +539,13 @@ def _train(
                     next_eval += spec.eval_interval
                 every = checkpoints.every
                 if every and evaluations % every == 0 and step < spec.steps:
-                    _checkpoint(lanes, agent, envs, step, next_eval, evaluations, evaluate)
+                    problem = _checkpoint(
+                        lanes, agent, envs, step, next_eval, evaluations, evaluate
+                    )
+                    if problem:  # the agent's state cannot be saved: train on without
+                        checkpoints = dataclasses.replace(checkpoints, every=0)
+                        for lane in lanes:
+                            lane.checkpoint_note = problem
             now = time.perf_counter()
             if now - last_note >= PROGRESS_EVERY_S:
                 last_note = now
@@ -568,9 +580,16 @@ def _checkpoint(
     next_eval: int,
     evaluations: int,
     evaluate: _Evaluator,
-) -> None:
+) -> str:
     """Save the group's training state after the evaluation at ``step``
-    (:mod:`rlbench.checkpoint`)."""
+    (:mod:`rlbench.checkpoint`); why it cannot be saved, if so (``""``: saved)."""
+    try:
+        agent_state = agent.checkpoint_state()
+    except Exception as exc:  # a plugin agent's state the default cannot copy
+        return (
+            f"no mid-run checkpoints: the agent's state cannot be saved "
+            f"({' '.join(f'{type(exc).__name__}: {exc}'.split())})"
+        )
     problem = envs.copy_problem()
     checkpoint.save(
         lanes[0].run_dir,
@@ -582,12 +601,13 @@ def _checkpoint(
             "elapsed_s": time.perf_counter() - evaluate.started,
             "eval_s": evaluate.seconds,
             "random": checkpoint.global_random_state(),
-            "agent": agent.checkpoint_state(),
+            "agent": agent_state,
             "envs": None if problem else envs.state(),
             "envs_problem": problem,
             "lanes": [lane.progress_state() for lane in lanes],
         },
     )
+    return ""
 
 
 def _resume(

@@ -296,3 +296,40 @@ def test_a_checkpoint_of_another_version_is_not_resumed(tmp_path, catalogue, mon
     run_suite(suite, runs, tmp_path, catalogue=catalogue)
     found = statuses(tmp_path / "ck" / "runs")
     assert all(s["status"] == "complete" and "resumes" not in s for s in found.values())
+
+
+def test_an_agent_whose_state_cannot_be_saved_trains_on_and_status_says_why(
+    tmp_path, inline_plugin
+):
+    catalogue = inline_plugin(
+        "opaque_agent",
+        """
+        from rlbench import AgentSpec, hookimpl
+        from rlbench_dqn.naive_dqn import NaiveDQN
+
+        class Handle:  # stands for a C extension's object: no __dict__ to copy
+            __slots__ = ("fd",)
+
+        class OpaqueDQN(NaiveDQN):
+            def __init__(self, config, context):
+                super().__init__(config, context)
+                self.handle = Handle()
+
+        @hookimpl
+        def rlbench_register_agents():
+            return [AgentSpec(name="opaque_dqn", agent=OpaqueDQN)]
+        """,
+    )
+    suite_file = tmp_path / "suite.toml"
+    suite_file.write_text(SUITE.split("[[agents]]")[0] + '[[agents]]\nname = "opaque_dqn"\n')
+    suite = load_suite(suite_file, catalogue)
+    run_suite(suite, expand(suite), tmp_path, catalogue=catalogue)
+    found = statuses(tmp_path / "ck" / "runs")
+    assert {s["status"] for s in found.values()} == {"complete"}
+    for status in found.values():
+        assert status["checkpoint_note"] == (
+            "no mid-run checkpoints: the agent's state cannot be saved (SnapshotError: "
+            "handle is a Handle, which a checkpoint cannot copy; override "
+            "checkpoint_state()/load_checkpoint_state() to save it)"
+        )
+    assert not list((tmp_path / "ck").rglob("checkpoint.*"))

@@ -115,6 +115,8 @@ class RunStatus:
     resumed_from_step: int | None = None
     resume_exact: bool | None = None
     resume_note: str | None = None
+    #: Why the run could not checkpoint mid-run (an agent state rlbench cannot save).
+    checkpoint_note: str | None = None
 
     #: What each status must carry.
     REQUIRED = {
@@ -133,7 +135,7 @@ class RunStatus:
         RUNNING: (),
     }
     _INTS = ("env_steps", "lanes", "episodes", "resumes", "resumed_from_step")
-    _TEXTS = ("error", "reason", "resume_note")
+    _TEXTS = ("error", "reason", "resume_note", "checkpoint_note")
     _BOOLS = ("resume_exact",)
 
     def __post_init__(self) -> None:
