@@ -210,10 +210,11 @@ def run_groups(
         # Retries are the driver's (below), so that each resumes from the latest checkpoint.
         options = {"num_cpus": need["CPU"], "num_gpus": need.get("GPU", 0), "max_retries": 0}
         saved = checkpoint_files(suite_dir, group) if checkpoints.resume else {}
-        if not saved:
-            # The task starts these runs over in an empty folder: so does the driver's copy.
-            for spec in group:
-                records.RunDir(suite_dir, spec.run_id).clear()
+        for spec in group:
+            run_dir = records.RunDir(suite_dir, spec.run_id)
+            # The task starts these runs over in an empty folder (so does the driver's copy),
+            # or resumes them (what a killed driver was writing is dropped).
+            run_dir.remove_temporaries() if saved else run_dir.clear()
         name, threads_, *rest = args
         return remote.options(**options).remote(
             [s.to_json() for s in group], name, saved, threads_, *rest

@@ -301,7 +301,9 @@ class LaneRecord:
     def start(self, *, resuming: bool = False) -> None:
         """Forget an earlier attempt's files (unless ``resuming`` it from its checkpoint)
         and record the run's config."""
-        if not resuming:
+        if resuming:
+            self.run_dir.remove_temporaries()
+        else:
             self.run_dir.clear()
         self.run_dir.write_json(records.CONFIG, self.spec.to_json())
         self.notify("start", self.spec.run_id, {"steps": self.spec.steps})

@@ -219,6 +219,12 @@ class RunDir:
         torch.save(dict(state), buffer)
         self.put_bytes(WEIGHTS, buffer.getvalue())
 
+    def remove_temporaries(self) -> None:
+        """Remove the temporary files of writes that a kill cut short (``.NAME.*.tmp``)."""
+        if self.path.is_dir():
+            for child in self.path.glob(".*.tmp"):
+                child.unlink(missing_ok=True)
+
     def clear(self) -> None:
         """Remove the files of an earlier attempt (before redoing the run)."""
         if self.path.is_dir():
