@@ -2,11 +2,11 @@
 
 Each group is one Ray task asking for the CPUs its torch threads use (and one GPU for a
 ``cuda`` group). No filesystem is shared: a task trains in a temporary folder on its node,
-and every file it writes (:class:`records.RunDir`'s sink) travels to the driver through one
-Ray queue, in order; the driver writes it under the suite's results folder with the same
-atomic writes as a local run, so the results folder on the driver is the one source of truth
-and "complete is written last" holds there too. Progress events travel the same queue, with
-the node each group runs on.
+and every file it writes (:class:`records.RunDir`'s sink) and every progress event travel to
+the driver through one Ray actor on the driver's node (:class:`Mailbox`), in order; the
+driver writes each file under the suite's results folder with the same atomic writes as a
+local run, so the results folder on the driver is the one source of truth and "complete is
+written last" holds there too.
 
 Faults. A task whose node or worker process dies (the raylet killed, the machine lost, out of
 memory) is submitted again, up to ``retries`` times, with the group's latest checkpoint as
@@ -131,6 +131,25 @@ def checkpoint_files(suite_dir: Path, group: Sequence[RunSpec]) -> dict[str, byt
         return {}
 
 
+class Mailbox:
+    """The driver's inbox (a Ray actor on the driver's node): what tasks send, in the order
+    each sent it. Tasks send without waiting for an answer: a Ray task that waits in
+    ``ray.get`` lends its CPU to another task, which would then oversubscribe the node."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, dict[str, Any]]] = []
+
+    def put(self, item: tuple[str, str, dict[str, Any]]) -> None:
+        self.items.append(item)
+
+    def take(self) -> list[tuple[str, str, dict[str, Any]]]:
+        items, self.items = self.items, []
+        return items
+
+    def flush(self) -> None:
+        """Answered once everything the caller sent before is in the inbox."""
+
+
 def train_group(
     group: list[dict[str, Any]],
     suite_name: str,
@@ -164,16 +183,18 @@ def train_group(
             records.atomic_write_bytes(first.file(name), data)
 
         def sink(run_id: str, name: str, data: bytes | None) -> None:
-            channel.put(("file", run_id, {"name": name, "data": data}))
+            channel.put.remote(("file", run_id, {"name": name, "data": data}))
 
         def forward(event: str, run_id: str, payload: Mapping[str, Any]) -> None:
-            channel.put((event, run_id, dict(payload)))
+            channel.put.remote((event, run_id, dict(payload)))
             if event == "start":
-                channel.put(("node", run_id, {"node": where}))
+                channel.put.remote(("node", run_id, {"node": where}))
 
         catalogue = load_catalogue(autoload=autoload, extra_plugins=extra_plugins)
         placement = {"ray_node": {"ip": node_ip, "id": node_id}}
         outcomes = execute_lanes(specs, suite_dir, catalogue, forward, checkpoints, sink, placement)
+        # One actor handles one caller's calls in order: after this, all of them are in.
+        ray.get(channel.flush.remote())
         return [asdict(outcome) for outcome in outcomes]
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -195,14 +216,13 @@ def run_groups(
     the outcome of each run. Ctrl-C cancels the tasks (runs resume from their checkpoints
     on the next ``rlbench run``)."""
     ray = connect(address)
-    from ray.util.queue import Empty, Queue
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     wants = [task_resources(group, threads) for group in groups]
     check_resources(ray, wants)
     # The queue lives with the driver (its node's loss would be the driver's too).
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    channel = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": here})
+    channel = ray.remote(Mailbox).options(num_cpus=0, scheduling_strategy=here).remote()
     remote = ray.remote(train_group)
     args = (suite_dir.name, threads, autoload, tuple(extra_plugins), checkpoints, channel)
 
@@ -221,22 +241,15 @@ def run_groups(
         )
 
     def drain() -> None:
-        while True:
-            try:
-                items = channel.get_nowait_batch(channel.qsize() or 1)
-            except Empty:
-                return
-            if not items:
-                return
-            for event, run_id, payload in items:
-                if event == "file":
-                    run_dir = records.RunDir(suite_dir, run_id)
-                    if payload["data"] is None:
-                        run_dir.remove(payload["name"])
-                    else:
-                        run_dir.put_bytes(payload["name"], payload["data"])
+        for event, run_id, payload in ray.get(channel.take.remote()):
+            if event == "file":
+                run_dir = records.RunDir(suite_dir, run_id)
+                if payload["data"] is None:
+                    run_dir.remove(payload["name"])
                 else:
-                    notify(event, run_id, payload)
+                    run_dir.put_bytes(payload["name"], payload["data"])
+            else:
+                notify(event, run_id, payload)
 
     outcomes: dict[str, RunOutcome] = {}
     running = {submit(g, w): (list(g), w, 0) for g, w in zip(groups, wants, strict=True)}

@@ -54,14 +54,15 @@ network = { name = "mlp", hidden_sizes = [32] }
 """
 
 #: Three seeds of one agent trained alone (--lanes 1): three tasks, one per node of a
-#: three-node cluster, each checkpointing after each of its 8 evaluations.
+#: three-node cluster, each checkpointing after each of its 20 evaluations (long enough for
+#: the test to kill a node mid-run).
 LONG_SUITE = """
 name = "lost"
 seeds = 3
 environments = ["CartPole-v1"]
 
 [budget]
-steps = 8000
+steps = 20000
 eval_interval = 1000
 eval_episodes = 2
 
@@ -148,6 +149,7 @@ def _raylet_of(pid: int) -> int:
 
 
 @needs_ray
+@pytest.mark.slow  # about two minutes: CI runs it with the learning checks
 def test_runs_of_a_node_lost_mid_run_resume_elsewhere_from_their_checkpoints(tmp_path, cluster):
     suite = tmp_path / "suite.toml"
     suite.write_text(LONG_SUITE)
