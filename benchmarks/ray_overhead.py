@@ -73,6 +73,7 @@ def main() -> None:
     suite = scaled_suite(args.suite, args.steps, work)
     started_cluster = False
     address = args.address
+    env = dict(os.environ)
     if address is None:
         env = {**os.environ, "RLBENCH_RAY_CPUS": str(args.ray_cpus), "RLBENCH_RAY_PORT": "6398",
                "RLBENCH_RAY_DIR": str(work / "ray")}
@@ -107,7 +108,7 @@ def main() -> None:
     finally:
         if started_cluster:
             subprocess.run(["bash", str(REPO / "scripts" / "ray_cluster.sh"), "stop"],
-                           capture_output=True)
+                           capture_output=True, env=env)
 
 
 if __name__ == "__main__":

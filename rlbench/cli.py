@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -129,6 +129,28 @@ def cli(ctx: click.Context, no_plugin_autoload: bool, plugins: tuple[str, ...]) 
     ctx.obj = _Options(autoload=not no_plugin_autoload, plugins=plugins)
 
 
+def executor_options(help_executor: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--executor local|ray`` (with ``help_executor``) and ``--address``: how `run` and
+    `tune` choose where their work happens."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--address",
+            default=None,
+            help="The Ray cluster for --executor ray: HEAD:PORT, or 'auto' (the cluster "
+            "started on this machine) [default: $RAY_ADDRESS, else auto].",
+        )(command)
+        return click.option(
+            "--executor",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help=help_executor,
+        )(command)
+
+    return decorate
+
+
 @cli.command("run")
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -174,19 +196,9 @@ def cli(ctx: click.Context, no_plugin_autoload: bool, plugins: tuple[str, ...]) 
     is_flag=True,
     help="Keep each run's last checkpoint when it completes (removed otherwise).",
 )
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="Where runs train: worker processes on this machine, or tasks on a Ray cluster "
-    "(pip install 'rlbench[ray]'; see docs/cluster.md).",
-)
-@click.option(
-    "--address",
-    default=None,
-    help="The Ray cluster to use with --executor ray: HEAD:PORT, or 'auto' (the cluster "
-    "started on this machine) [default: $RAY_ADDRESS, else auto].",
+@executor_options(
+    "Where runs train: worker processes on this machine, or tasks on a Ray cluster "
+    "(pip install 'rlbench[ray]'; see docs/cluster.md)."
 )
 @click.option("--force", is_flag=True, help="Redo runs that already completed.")
 @click.option(
@@ -572,19 +584,9 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
     default=None,
     help="Torch threads per worker [default: 1 for agents that train in lanes, else cores / jobs].",
 )
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    default="local",
-    show_default=True,
-    help="Where the workers run: processes here, or tasks on a Ray cluster (with --jobs "
-    "workers; default one per cluster CPU). Nodes on other machines need --storage URL.",
-)
-@click.option(
-    "--address",
-    default=None,
-    help="The Ray cluster for --executor ray: HEAD:PORT or 'auto' [default: $RAY_ADDRESS, "
-    "else auto].",
+@executor_options(
+    "Where the workers run: processes here, or tasks on a Ray cluster (with --jobs "
+    "workers; default one per cluster CPU). Nodes on other machines need --storage URL."
 )
 @click.pass_obj
 def tune_command(

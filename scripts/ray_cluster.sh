@@ -5,7 +5,7 @@
 #
 #   eval "$(scripts/ray_cluster.sh start --export)"   # sets RAY_ADDRESS
 #   rlbench run suites/cartpole.toml --executor ray   # uses $RAY_ADDRESS
-#   scripts/ray_cluster.sh stop
+#   scripts/ray_cluster.sh stop                        # this cluster only (by its RLBENCH_RAY_DIR)
 #
 # Settings (environment): RLBENCH_RAY_PORT (the head's port, default 6389),
 # RLBENCH_RAY_CPUS (CPUs of each node, default 1), RLBENCH_RAY_DIR (Ray's session folder,
@@ -49,7 +49,21 @@ start)
     fi
     ;;
 stop)
-    ray stop --force >&2 || true
+    # Only this cluster's processes: every node of it (and every worker) runs under its
+    # session folder in $DIR, so other Ray clusters of the machine are left alone (`ray stop`
+    # would stop them all).
+    pattern="$DIR/session|--temp-dir[= ]$DIR( |$)"
+    pids=$(pgrep -f -- "$pattern" || true)
+    if [[ -n "$pids" ]]; then
+        log "stopping the cluster of $DIR ($(echo "$pids" | wc -w) processes)"
+        kill -TERM $pids 2>/dev/null || true
+        for _ in $(seq 20); do
+            pgrep -f -- "$pattern" >/dev/null || break
+            sleep 0.5
+        done
+        pids=$(pgrep -f -- "$pattern" || true)
+        [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
+    fi
     ;;
 *)
     log "usage: scripts/ray_cluster.sh start [--export] | stop"

@@ -268,7 +268,8 @@ def test_keep_checkpoints_keeps_the_last_one_and_checkpoint_every_0_writes_none(
     assert not list((tmp_path / "none").rglob("checkpoint.*"))
 
 
-def test_force_starts_over_instead_of_resuming(tmp_path, catalogue, monkeypatch):
+def _interrupted_dqn_group(tmp_path, catalogue, monkeypatch):
+    """dqn's two seeds interrupted after their second checkpoint: the suite and its runs."""
     suite_file = tmp_path / "suite.toml"
     suite_file.write_text(SUITE)
     suite = load_suite(suite_file, catalogue)
@@ -276,19 +277,18 @@ def test_force_starts_over_instead_of_resuming(tmp_path, catalogue, monkeypatch)
     _interrupt_after_checkpoints(monkeypatch, 2)
     assert run_suite(suite, runs, tmp_path, catalogue=catalogue).interrupted
     monkeypatch.undo()
+    return suite, runs
+
+
+def test_force_starts_over_instead_of_resuming(tmp_path, catalogue, monkeypatch):
+    suite, runs = _interrupted_dqn_group(tmp_path, catalogue, monkeypatch)
     run_suite(suite, runs, tmp_path, catalogue=catalogue, force=True)
     found = statuses(tmp_path / "ck" / "runs")
     assert all(s["status"] == "complete" and "resumes" not in s for s in found.values())
 
 
 def test_a_checkpoint_of_another_version_is_not_resumed(tmp_path, catalogue, monkeypatch):
-    suite_file = tmp_path / "suite.toml"
-    suite_file.write_text(SUITE)
-    suite = load_suite(suite_file, catalogue)
-    runs = [r for r in expand(suite) if r.agent == "dqn"]
-    _interrupt_after_checkpoints(monkeypatch, 2)
-    assert run_suite(suite, runs, tmp_path, catalogue=catalogue).interrupted
-    monkeypatch.undo()
+    suite, runs = _interrupted_dqn_group(tmp_path, catalogue, monkeypatch)
     monkeypatch.setattr(checkpoint, "versions", lambda: {"rlbench": "9.9", "torch": "x"})
     first = records.RunDir(tmp_path / "ck", runs[0].run_id)
     state, why = checkpoint.load(first, [r.run_id for r in runs])
