@@ -48,7 +48,6 @@ class CheckpointPolicy:
 
 #: What runs do unless told otherwise: checkpoint after each evaluation, resume, tidy up.
 DEFAULT = CheckpointPolicy()
-NEVER = CheckpointPolicy(every=0, resume=False)
 
 
 def versions() -> dict[str, str]:

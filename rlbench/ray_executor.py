@@ -220,11 +220,10 @@ def run_groups(
 
     wants = [task_resources(group, threads) for group in groups]
     check_resources(ray, wants)
-    # The queue lives with the driver (its node's loss would be the driver's too).
+    # The mailbox lives with the driver (its node's loss would be the driver's too).
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     channel = ray.remote(Mailbox).options(num_cpus=0, scheduling_strategy=here).remote()
     remote = ray.remote(train_group)
-    args = (suite_dir.name, threads, autoload, tuple(extra_plugins), checkpoints, channel)
 
     def submit(group: Sequence[RunSpec], need: Mapping[str, float]) -> Any:
         # Retries are the driver's (below), so that each resumes from the latest checkpoint.
@@ -235,10 +234,17 @@ def run_groups(
             # The task starts these runs over in an empty folder (so does the driver's copy),
             # or resumes them (what a killed driver was writing is dropped).
             run_dir.remove_temporaries() if saved else run_dir.clear()
-        name, threads_, *rest = args
+        specs = [spec.to_json() for spec in group]
         return remote.options(**options).remote(
-            [s.to_json() for s in group], name, saved, threads_, *rest
+            specs, suite_dir.name, saved, threads, autoload, tuple(extra_plugins), checkpoints,
+            channel,
         )
+
+    def fail(group: Sequence[RunSpec], error: str) -> None:
+        for spec in group:
+            records.RunDir(suite_dir, spec.run_id).write_status(records.FAILED, error=error)
+            notify("end", spec.run_id, {"status": records.FAILED, "error": error})
+            outcomes[spec.run_id] = RunOutcome(spec.run_id, records.FAILED, error=error)
 
     def drain() -> None:
         for event, run_id, payload in ray.get(channel.take.remote()):
@@ -256,29 +262,25 @@ def run_groups(
     try:
         while running:
             done, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
+            # Everything a finished task sent is in (it flushed before returning), and so is
+            # what a dead one sent before it died, its last checkpoint included.
             drain()
             for ref in done:
                 group, need, attempt = running.pop(ref)
                 try:
                     results = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:
-                    drain()
-                    _record_failed(suite_dir, group, f"the task raised: {exc.cause!r}", notify)
-                    outcomes.update(_failed(group, f"the task raised: {exc.cause!r}"))
+                    fail(group, f"the task raised: {exc.cause!r}")
                     continue
                 except ray.exceptions.RayError as exc:
-                    drain()  # what the task sent before it died, its last checkpoint too
                     reason = type(exc).__name__
                     if attempt < retries:
                         for spec in group:
                             notify("retry", spec.run_id, {"reason": reason})
                         running[submit(group, need)] = (group, need, attempt + 1)
-                        continue
-                    error = f"its Ray task died {attempt + 1} times ({reason})"
-                    _record_failed(suite_dir, group, error, notify)
-                    outcomes.update(_failed(group, error))
+                    else:
+                        fail(group, f"its Ray task died {attempt + 1} times ({reason})")
                     continue
-                drain()
                 for data in results:
                     outcomes[data["run_id"]] = RunOutcome(**data)
     except KeyboardInterrupt:
@@ -287,14 +289,3 @@ def run_groups(
         raise
     return outcomes
 
-
-def _failed(group: Sequence[RunSpec], error: str) -> dict[str, RunOutcome]:
-    return {s.run_id: RunOutcome(s.run_id, records.FAILED, error=error) for s in group}
-
-
-def _record_failed(
-    suite_dir: Path, group: Sequence[RunSpec], error: str, notify: ProgressCallback
-) -> None:
-    for spec in group:
-        records.RunDir(suite_dir, spec.run_id).write_status(records.FAILED, error=error)
-        notify("end", spec.run_id, {"status": records.FAILED, "error": error})

@@ -72,9 +72,9 @@ def _copy_tree(value: Any) -> Any:
     return value
 
 
-def capture(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The mutable state reachable from ``obj``'s attributes (``skip``: attribute names of
-    ``obj`` itself to leave out), as plain data that ``torch.save`` writes."""
+def capture(obj: Any) -> dict[str, Any]:
+    """The mutable state reachable from ``obj``'s attributes, as plain data that
+    ``torch.save`` writes."""
     seen: set[int] = set()
     memory: set[tuple[str, int, int]] = set()
 
@@ -125,7 +125,7 @@ def capture(obj: Any, *, skip: tuple[str, ...] = ()) -> dict[str, Any]:
             )
         return ("object", {k: walk(v, f"{where}.{k}") for k, v in attrs.items()})
 
-    return {k: walk(v, k) for k, v in vars(obj).items() if k not in skip}
+    return {k: walk(v, k) for k, v in vars(obj).items()}
 
 
 def restore(obj: Any, state: Mapping[str, Any]) -> None:

@@ -227,10 +227,11 @@ def execute_lanes(
             raise ValueError(f"execute_lanes: agent {specs[0].agent!r} does not train in lanes")
     notify = progress or (lambda *_: None)
     lanes = [LaneRecord(s, records.RunDir(suite_dir, s.run_id, sink), notify) for s in specs]
-    saved, why_not = (
-        checkpoint.load(lanes[0].run_dir, [s.run_id for s in specs])
+    # A checkpoint that does not fit (another group, other versions, damaged): start over.
+    saved = (
+        checkpoint.load(lanes[0].run_dir, [s.run_id for s in specs])[0]
         if checkpoints.resume
-        else (None, "")
+        else None
     )
     for lane in lanes:
         lane.start(resuming=saved is not None)
@@ -254,12 +255,11 @@ def execute_lanes(
     if saved is not None:
         started -= saved["elapsed_s"]
         for lane, progress_state in zip(lanes, saved["lanes"], strict=True):
-            lane.load_progress(progress_state)
+            lane.resume(progress_state, saved)
     for lane in lanes:
         lane.run_dir.write_json(records.PROVENANCE, versions)
         if lane.live:
             lane.run_dir.write_status(records.RUNNING, **lane.resume_fields())
-    del why_not  # a checkpoint that does not fit: the runs start over, as without one
     try:
         return _train(lanes, catalogue, started, checkpoints, saved)
     except KeyboardInterrupt:
@@ -321,8 +321,10 @@ class LaneRecord:
             "resumes": list(self.resumes),
         }
 
-    def load_progress(self, state: Mapping[str, Any]) -> None:
-        """Take up what :meth:`progress_state` saved (a lane that had diverged stays so)."""
+    def resume(self, state: Mapping[str, Any], saved: Mapping[str, Any]) -> None:
+        """Take up what :meth:`progress_state` saved in the group's checkpoint ``saved`` (a
+        lane that had diverged stays so) and, if the lane is live, record this resume: exact
+        unless the checkpoint could not hold the training environments."""
         self.episodes = list(state["episodes"])
         self.evaluations = list(state["evaluations"])
         self.metric_rows = list(state["metric_rows"])
@@ -332,6 +334,15 @@ class LaneRecord:
         self.outcome = None if outcome is None else RunOutcome(**outcome)
         self.diverged = bool(state["diverged"])
         self.resumes = list(state["resumes"])
+        if not self.live:
+            return
+        step, exact = int(saved["step"]), saved["envs"] is not None
+        note = "" if exact else (
+            f"at step {step} the training environments started new episodes from seeded "
+            f"resets: {saved['envs_problem']}"
+        )
+        self.resumes.append({"step": step, "exact": exact, "note": note})
+        self.notify("resume", self.spec.run_id, {"step": step, "exact": exact})
 
     def resume_fields(self) -> dict[str, Any]:
         """The :class:`records.RunStatus` fields that say how the run was resumed (or why it
@@ -504,6 +515,8 @@ def _train(
         built = build_agent(specs, catalogue, config, envs.first, [s[0] for s in streams])
         agent = built if isinstance(built, LaneAgent) else OneLane(built)
         evaluate = _Evaluator(agent, eval_envs, [s[2] for s in streams], spec, started)
+        # Whether the environments can be copied does not change during a run.
+        envs_problem = envs.copy_problem() if checkpoints.every else None
         last_note = time.perf_counter()
         if saved is None:
             obs_t = to_tensor(envs.reset([s[1] for s in streams]), device)
@@ -542,7 +555,7 @@ def _train(
                 every = checkpoints.every
                 if every and evaluations % every == 0 and step < spec.steps:
                     problem = _checkpoint(
-                        lanes, agent, envs, step, next_eval, evaluations, evaluate
+                        lanes, agent, envs, envs_problem, step, next_eval, evaluations, evaluate
                     )
                     if problem:  # the agent's state cannot be saved: train on without
                         checkpoints = dataclasses.replace(checkpoints, every=0)
@@ -578,13 +591,15 @@ def _checkpoint(
     lanes: Sequence[LaneRecord],
     agent: LaneAgent | OneLane,
     envs: LaneEnvs,
+    envs_problem: str | None,
     step: int,
     next_eval: int,
     evaluations: int,
     evaluate: _Evaluator,
 ) -> str:
     """Save the group's training state after the evaluation at ``step``
-    (:mod:`rlbench.checkpoint`); why it cannot be saved, if so (``""``: saved)."""
+    (:mod:`rlbench.checkpoint`), the environments unless ``envs_problem`` says why they
+    cannot be copied; why the state cannot be saved, if so (``""``: saved)."""
     try:
         agent_state = agent.checkpoint_state()
     except Exception as exc:  # a plugin agent's state the default cannot copy
@@ -592,7 +607,6 @@ def _checkpoint(
             f"no mid-run checkpoints: the agent's state cannot be saved "
             f"({' '.join(f'{type(exc).__name__}: {exc}'.split())})"
         )
-    problem = envs.copy_problem()
     checkpoint.save(
         lanes[0].run_dir,
         {
@@ -604,8 +618,8 @@ def _checkpoint(
             "eval_s": evaluate.seconds,
             "random": checkpoint.global_random_state(),
             "agent": agent_state,
-            "envs": None if problem else envs.state(),
-            "envs_problem": problem,
+            "envs": None if envs_problem else envs.state(),
+            "envs_problem": envs_problem,
             "lanes": [lane.progress_state() for lane in lanes],
         },
     )
@@ -620,26 +634,17 @@ def _resume(
     evaluate: _Evaluator,
 ) -> tuple[int, int, int]:
     """Restore a checkpoint into the freshly built ``agent`` and ``envs`` (the lanes' records
-    were restored before); the step, next evaluation step and evaluations done."""
+    and resumes were taken up before: :meth:`LaneRecord.resume`); the step, next evaluation
+    step and evaluations done."""
     step = int(saved["step"])
     agent.load_checkpoint_state(saved["agent"])
     if saved["envs"] is not None:
         envs.load_state(saved["envs"])
-        note = ""
-    else:
+    else:  # LaneRecord.resume recorded this resume as not exact
         num_envs = envs.num_envs
         envs.reset([checkpoint.fresh_reset_seeds(lane.spec.seed, step, num_envs) for lane in lanes])
-        note = (
-            f"at step {step} the training environments started new episodes from seeded "
-            f"resets: {saved['envs_problem']}"
-        )
     evaluate.seconds = float(saved["eval_s"])
     checkpoint.set_global_random_state(saved["random"])
-    for lane in lanes:
-        if lane.live:
-            lane.resumes.append({"step": step, "exact": not note, "note": note})
-            lane.run_dir.write_status(records.RUNNING, **lane.resume_fields())
-            lane.notify("resume", lane.spec.run_id, {"step": step, "exact": not note})
     return step, int(saved["next_eval"]), int(saved["evaluations"])
 
 
