@@ -33,6 +33,30 @@ network = {{ name = "mlp", hidden_sizes = [16] }}
 """
 
 
+#: Two lane groups, two seeds each, evaluated every 500 steps: dqn (a replay buffer) and ppo (a
+#: rollout and running observation statistics). What the checkpoint and Ray tests train.
+TWO_GROUPS_SUITE = """
+name = "{name}"
+seeds = 2
+environments = ["CartPole-v1"]
+
+[budget]
+steps = {steps}
+eval_interval = 500
+eval_episodes = 2
+
+[[agents]]
+name = "dqn"
+config = {{ learning_starts = 200, buffer_size = 2000 }}
+network = {{ name = "mlp", hidden_sizes = [32] }}
+
+[[agents]]
+name = "ppo"
+config = {{ num_envs = 2, n_steps = 64, batch_size = 32, n_epochs = 2, normalize_obs = true }}
+network = {{ name = "mlp", hidden_sizes = [32] }}
+"""
+
+
 @pytest.fixture(scope="session")
 def catalogue() -> Catalogue:
     return load_catalogue(autoload=False)

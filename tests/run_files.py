@@ -50,3 +50,19 @@ def differences(a: Path, b: Path, grouping: bool = True) -> list[str]:
     problems += [f"only in {b}: {k}" for k in sorted(fb.keys() - fa.keys())]
     problems += [f"{k} differs" for k in sorted(fa.keys() & fb.keys()) if fa[k] != fb[k]]
     return problems
+
+
+def statuses(runs_dir: Path) -> dict[str, dict]:
+    """``{run id: parsed status.json}`` of every run under ``runs_dir``."""
+    return {p.parent.name: json.loads(p.read_text()) for p in runs_dir.glob("*/status.json")}
+
+
+#: What status.json adds when a run was resumed from a checkpoint.
+RESUME_FIELDS = ("resumes", "resumed_from_step", "resume_exact", "resume_note")
+
+
+def without_resume_fields(runs_dir: Path) -> None:
+    """Drop what says a run was resumed, to compare the rest with an uninterrupted run."""
+    for status in runs_dir.glob("*/status.json"):
+        data = json.loads(status.read_text())
+        status.write_text(json.dumps({k: v for k, v in data.items() if k not in RESUME_FIELDS}))

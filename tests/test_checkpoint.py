@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import rlbench_cmd
-from run_files import differences
+from conftest import TWO_GROUPS_SUITE, rlbench_cmd
+from run_files import differences, statuses, without_resume_fields
 
 from rlbench import checkpoint, records, snapshot
 from rlbench.executor import run_suite
@@ -23,42 +23,10 @@ from rlbench.runspec import expand
 from rlbench.stepping import LaneEnvs
 from rlbench.suite import load_suite
 
-#: dqn (a lane group with a replay buffer) and ppo (a rollout, running statistics) on two
-#: seeds each, evaluated 6 times: a checkpoint after each evaluation but the last.
-SUITE = """
-name = "ck"
-seeds = 2
-environments = ["CartPole-v1"]
-
-[budget]
-steps = 3000
-eval_interval = 500
-eval_episodes = 2
-
-[[agents]]
-name = "dqn"
-config = { learning_starts = 200, buffer_size = 2000 }
-network = { name = "mlp", hidden_sizes = [32] }
-
-[[agents]]
-name = "ppo"
-config = { num_envs = 2, n_steps = 64, batch_size = 32, n_epochs = 2, normalize_obs = true }
-network = { name = "mlp", hidden_sizes = [32] }
-"""
+#: Six evaluations: a checkpoint after each but the last.
+SUITE = TWO_GROUPS_SUITE.format(name="ck", steps=3000)
 
 _real_save = checkpoint.save
-RESUME_FIELDS = ("resumes", "resumed_from_step", "resume_exact", "resume_note")
-
-
-def without_resume_fields(runs_dir: Path) -> None:
-    """Drop what says a run was resumed, to compare the rest with an uninterrupted run."""
-    for status in runs_dir.glob("*/status.json"):
-        data = json.loads(status.read_text())
-        status.write_text(json.dumps({k: v for k, v in data.items() if k not in RESUME_FIELDS}))
-
-
-def statuses(runs_dir: Path) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in runs_dir.glob("*/status.json")}
 
 
 @pytest.fixture(scope="module")
