@@ -40,6 +40,53 @@ NARROW_OUTPUT = 32
 ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.ELU, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.Sigmoid, nn.Identity)
 
 
+def _tanh_in_place(x: torch.Tensor) -> torch.Tensor:
+    # tanh(x) = 2 * sigmoid(2x) - 1. Torch's CPU tanh costs 4-5 times its sigmoid per element
+    # (16 x 256 x 64 floats, one thread: 690 µs against 160 µs for these four passes); the
+    # result differs from torch.tanh's by at most 2e-7.
+    return x.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+
+class _TanhInPlace(torch.autograd.Function):
+    """:func:`_tanh_in_place` under autograd: the gradient is ``grad * (1 - tanh(x)^2)``,
+    from the output, as torch's own tanh computes it."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.mark_dirty(x)
+        y = _tanh_in_place(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+#: From this many elements per lane on, four passes over memory cost less than torch.tanh's
+#: one (each pass costs a few microseconds however small the tensor).
+TANH_IN_PLACE_FROM = 4096
+
+
+def tanh_(x: torch.Tensor) -> torch.Tensor:
+    """``tanh`` of ``x`` ``[lanes, ...]``, overwriting ``x`` (a fresh product nothing else
+    holds) from ``TANH_IN_PLACE_FROM`` elements per lane on (per lane, so that which one
+    computes a lane never depends on the number of lanes); ``torch.tanh(x)`` below."""
+    if x.numel() < TANH_IN_PLACE_FROM * x.shape[0]:
+        return torch.tanh(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _TanhInPlace.apply(x)
+    return _tanh_in_place(x)
+
+
+#: Activations applied in place to the product before them (see StackedSequential).
+IN_PLACE: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
+    nn.ReLU: torch.relu_,
+    nn.Tanh: tanh_,
+}
+
+
 class StackedNetwork(nn.Module):
     """Base of a stack of ``lanes`` networks; ``lane_state_dict(k)`` is lane ``k``'s weights
     under the keys of the original module's own ``state_dict``."""
@@ -134,8 +181,9 @@ class StackedSequential(StackedNetwork):
                 elif cached and cached[-1][2] is None:
                     # The product before it is a fresh tensor nothing else holds, and its
                     # backward pass does not need it: ReLU can overwrite it (saves an
-                    # allocation and a pass over memory).
-                    cached[-1][2] = torch.relu_ if type(step) is nn.ReLU else step
+                    # allocation and a pass over memory). Tanh too, faster than torch's
+                    # (tanh_).
+                    cached[-1][2] = IN_PLACE.get(type(step), step)
                 else:
                     cached.append([None, None, step, False])
             cached = [tuple(layer) for layer in cached]

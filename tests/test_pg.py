@@ -16,7 +16,7 @@ from conftest import rlbench_cmd
 from rlbench_mlp import MLPConfig, build_mlp
 from rlbench_pg.a2c import A2C, A2CConfig
 from rlbench_pg.distributions import LaneCategorical, LaneDiagGaussian
-from rlbench_pg.optim import LaneOptimizer
+from rlbench_pg.optim import LaneOptimizer, LaneParameters
 from rlbench_pg.ppo import PPO, PPOConfig
 from rlbench_pg.rollout import gae
 from test_lanes import assert_same_state, run_files
@@ -209,9 +209,10 @@ def test_lane_optimizer_steps_each_lane_as_alone():
             g = torch.Generator().manual_seed(0)
             base = torch.randn(3, 17, generator=g)
             param = torch.nn.Parameter(base[:lanes].clone())
-            opt = LaneOptimizer([param], kind, eps=1e-5)
+            params = LaneParameters([param])
+            opt = LaneOptimizer(params, kind, eps=1e-5)
             for i in range(4):
-                param.grad = torch.sin(base[:lanes] * (i + 1))
+                params.backward((param * torch.sin(base[:lanes] * (i + 1))).sum(dim=1))
                 opt.step(1e-2)
             results.append(param.detach()[:1])
         assert torch.equal(results[0], results[1]), kind

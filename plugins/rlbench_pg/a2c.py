@@ -57,7 +57,7 @@ class A2C(ActorCritic):
     def make_optimizer(self) -> LaneOptimizer:
         c: A2CConfig = self.cfg  # type: ignore[assignment]
         kind = "rmsprop" if c.use_rms_prop else "adam"
-        return LaneOptimizer(self.params, kind, eps=c.rms_prop_eps, alpha=0.99)
+        return LaneOptimizer(self.lane_params, kind, eps=c.rms_prop_eps, alpha=0.99)
 
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
         c = self.cfg

@@ -26,7 +26,7 @@ from rlbench import AgentConfig, AgentContext, LaneAgent, Transition
 from rlbench.lanes import lane_slice, stack_networks
 from rlbench_pg.distributions import LaneCategorical, make_distribution
 from rlbench_pg.normalize import ObsNormalizer, RewardNormalizer, lane_var
-from rlbench_pg.optim import LaneOptimizer, lane_clip_grad_norm
+from rlbench_pg.optim import LaneOptimizer, LaneParameters, lane_clip_grad_norm
 from rlbench_pg.rollout import Batch, Rollout
 
 Schedule = Literal["constant", "linear"]
@@ -189,6 +189,9 @@ class ActorCritic(LaneAgent):
         self.critic = stack_networks(critics)
         self.params = [*self.actor.parameters(), *self.critic.parameters()]
         self.params += list(self.dist.parameters())
+        # All of them in one [lanes, size] buffer: one row per lane for clipping and the
+        # optimizer (rlbench_pg.optim).
+        self.lane_params = LaneParameters(self.params)
         self.optimizer = self.make_optimizer()
         self.obs_norm = (
             ObsNormalizer(lanes, obs_size, config.clip_obs, device)
@@ -216,7 +219,7 @@ class ActorCritic(LaneAgent):
 
     @abstractmethod
     def make_optimizer(self) -> LaneOptimizer:
-        """The optimizer of :attr:`params`."""
+        """The optimizer of :attr:`lane_params`."""
 
     @abstractmethod
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
@@ -282,9 +285,8 @@ class ActorCritic(LaneAgent):
         """One optimizer step of every lane on its own loss (``loss`` ``[lanes]``): the sum's
         gradient is each lane's own; each lane's gradients are clipped to ``max_grad_norm``
         on their own. Returns the gradient norms before clipping."""
-        self.optimizer.zero_grad()
-        loss.backward(torch.ones_like(loss))
-        norms = lane_clip_grad_norm(self.params, self.cfg.max_grad_norm)
+        self.lane_params.backward(loss)
+        norms = lane_clip_grad_norm(self.lane_params.grad, self.cfg.max_grad_norm)
         self.optimizer.step(lr)
         return norms
 

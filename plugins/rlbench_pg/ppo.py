@@ -79,7 +79,7 @@ class PPO(ActorCritic):
     name: ClassVar[str] = "ppo"
 
     def make_optimizer(self) -> LaneOptimizer:
-        return LaneOptimizer(self.params, "adam", eps=self.cfg.adam_eps)
+        return LaneOptimizer(self.lane_params, "adam", eps=self.cfg.adam_eps)
 
     def update(self, batch: Batch) -> Mapping[str, torch.Tensor]:
         c: PPOConfig = self.cfg  # type: ignore[assignment]
