@@ -53,6 +53,7 @@ class A2C(ActorCritic):
 
     Config: ClassVar[type[AgentConfig]] = A2CConfig
     name: ClassVar[str] = "a2c"
+    uses_log_probs: ClassVar[bool] = False  # the update recomputes them, with gradients
 
     def make_optimizer(self) -> LaneOptimizer:
         c: A2CConfig = self.cfg  # type: ignore[assignment]

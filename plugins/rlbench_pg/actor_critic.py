@@ -153,6 +153,8 @@ class ActorCritic(LaneAgent):
     }
     network_roles: ClassVar[tuple[str, ...]] = ("actor", "critic")
     name: ClassVar[str] = "actor_critic"
+    #: Whether :meth:`update` needs the rollout policy's log-probabilities (``Batch.log_probs``).
+    uses_log_probs: ClassVar[bool] = True
 
     @classmethod
     def check_spaces(cls, observation_space: gym.Space, action_space: gym.Space) -> str | None:
@@ -214,8 +216,8 @@ class ActorCritic(LaneAgent):
         )
         self.steps = 0  # environment steps of one lane so far
         # What act() computed for the observations observe() will store: (the obs tensor it
-        # was given, normalised obs, values, log-probabilities).
-        self._acted: tuple[torch.Tensor, ...] | None = None
+        # was given, its features).
+        self._acted: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @abstractmethod
     def make_optimizer(self) -> LaneOptimizer:
@@ -242,25 +244,21 @@ class ActorCritic(LaneAgent):
 
     def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
         """Greedy: the policy's mode (argmax, Gaussian mean), statistics untouched. Otherwise a
-        sample from the policy (a raw, unclipped Gaussian sample for Box actions), whose
-        value and log-probability :meth:`observe` stores."""
+        sample from the policy (a raw, unclipped Gaussian sample for Box actions)."""
         with torch.no_grad():
             if greedy:
                 return self.dist.mode(self.actor(self.features(obs)))
             x = self.features(obs, update=True)
-            action, log_prob = self.dist.sample(self.actor(x), self.context.lane_rngs)
-            self._acted = (obs, x, self.value(x), log_prob)
-        return action
+            self._acted = (obs, x)
+            return self.dist.sample(self.actor(x), self.context.lane_rngs)
 
     def observe(self, t: Transition) -> Mapping[str, Any]:
         c = self.cfg
         with torch.no_grad():
             if self._acted is not None and self._acted[0] is t.obs:
-                _, x, values, log_probs = self._acted
-            else:  # observations act() did not see: evaluate them now
+                x = self._acted[1]
+            else:  # observations act() did not see
                 x = self.features(t.obs)
-                values = self.value(x)
-                log_probs, _ = self.dist.log_prob_entropy(self.actor(x), t.action)
             self._acted = None
             reward = t.reward.float()
             if self.reward_norm is not None:
@@ -271,15 +269,30 @@ class ActorCritic(LaneAgent):
             if bool(cut_off.any()):
                 final_values = self.value(self.features(t.next_obs))
                 reward = reward + c.gamma * final_values * cut_off.float()
-            self.rollout.add(x, t.action, reward, t.done.float(), values, log_probs)
+            self.rollout.add(x, t.action, reward, t.done.float())
             self.steps += t.obs.shape[1]
             if not self.rollout.full:
                 return {}
-            last_values = self.value(self.features(t.next_obs))
-            advantages, returns = self.rollout.advantages(last_values, c.gamma, c.gae_lambda)
-            batch = self.rollout.flat(advantages, returns)
+            batch = self.rollout_batch(self.features(t.next_obs))
         metrics = self.update(batch)
         return {key: value.detach().tolist() for key, value in metrics.items()}
+
+    def rollout_batch(self, last_x: torch.Tensor) -> Batch:
+        """The full rollout as a :class:`Batch`, with the values (one pass of the critic over
+        its samples and ``last_x``, the features of the observations after its last step),
+        the GAE advantages and returns, and the log-probabilities of its actions when
+        :attr:`uses_log_probs`."""
+        obs, actions = self.rollout.samples()
+        samples = obs.shape[1]
+        values = self.value(torch.cat([obs, last_x], dim=1))
+        values, last_values = values[:, :samples], values[:, samples:]
+        advantages, returns = self.rollout.advantages(
+            values, last_values, self.cfg.gamma, self.cfg.gae_lambda
+        )
+        log_probs = None
+        if self.uses_log_probs:
+            log_probs, _ = self.dist.log_prob_entropy(self.actor(obs), actions)
+        return Batch(obs, actions, values, log_probs, advantages, returns)
 
     def gradient_step(self, loss: torch.Tensor, lr: float) -> torch.Tensor:
         """One optimizer step of every lane on its own loss (``loss`` ``[lanes]``): the sum's

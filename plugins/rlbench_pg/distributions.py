@@ -36,18 +36,14 @@ class LaneCategorical(nn.Module):
         self.param_size = num_actions
         self.action_shape: tuple[int, ...] = ()
 
-    def sample(
-        self, logits: torch.Tensor, rngs: Sequence[np.random.Generator]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, logits: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
         """An action per row by inverse transform sampling (one uniform per row from the
-        lane's generator), and its log-probability."""
+        lane's generator)."""
         n = logits.shape[1]
-        log_probs = torch.log_softmax(logits, dim=-1)
         cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1).double()
         u = torch.as_tensor(np.stack([rng.random(n) for rng in rngs]), device=logits.device)
         # The cdf's last entry may round below 1: the clamp keeps u beyond it in range.
-        actions = (cdf < u.unsqueeze(-1)).sum(dim=-1).clamp_(max=self.param_size - 1)
-        return actions, log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        return (cdf < u.unsqueeze(-1)).sum(dim=-1).clamp_(max=self.param_size - 1)
 
     def log_prob_entropy(
         self, logits: torch.Tensor, actions: torch.Tensor
@@ -82,17 +78,13 @@ class LaneDiagGaussian(nn.Module):
         log_std = self.log_std.unsqueeze(1)  # [lanes, 1, dim]: the same for every row
         return log_std, log_std.exp()
 
-    def sample(
-        self, mean: torch.Tensor, rngs: Sequence[np.random.Generator]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``mean + std * noise`` (standard normal noise from each lane's generator) and its
-        log-probability."""
+    def sample(self, mean: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
+        """``mean + std * noise``, standard normal noise from each lane's generator."""
         lanes, n, dim = mean.shape
         noise = np.stack([rng.standard_normal((n, dim)) for rng in rngs])
         _, std = self._std()
         flat = mean + std * torch.as_tensor(noise, dtype=mean.dtype, device=mean.device)
-        log_prob, _ = self.log_prob_entropy(mean, flat)
-        return flat.reshape(lanes, n, *self.action_shape), log_prob
+        return flat.reshape(lanes, n, *self.action_shape)
 
     def log_prob_entropy(
         self, mean: torch.Tensor, actions: torch.Tensor

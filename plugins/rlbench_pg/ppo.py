@@ -140,4 +140,3 @@ class PPO(ActorCritic):
         metrics["learning_rate"] = torch.full((lanes,), lr)
         metrics["clip_range"] = torch.full((lanes,), clip)
         return metrics
-

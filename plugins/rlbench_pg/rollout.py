@@ -2,9 +2,8 @@
 generalized advantage estimates computed over it.
 
 Fields are stored time-major, ``[n_steps, lanes, num_envs, ...]``, so that adding a step is
-one slice per field; :meth:`Rollout.flat` hands each lane its ``num_envs * n_steps`` samples
-as ``[lanes, samples, ...]`` (environment-major, as Stable-Baselines3's buffer flattens
-them) for the updates.
+one slice per field; :meth:`Rollout.samples` hands each lane its ``num_envs * n_steps``
+samples as ``[lanes, samples, ...]`` (:func:`lane_major`) for the updates.
 """
 
 from __future__ import annotations
@@ -49,26 +48,47 @@ def gae(
 @dataclass
 class Batch:
     """A lane-major view of a rollout (or a minibatch of one): every field ``[lanes,
-    samples, ...]``."""
+    samples, ...]``. ``log_probs`` are the rollout policy's log-probabilities of its actions,
+    for an agent that asks for them (PPO's ratio; A2C does not)."""
 
     obs: torch.Tensor
     actions: torch.Tensor
     values: torch.Tensor
-    log_probs: torch.Tensor
+    log_probs: torch.Tensor | None
     advantages: torch.Tensor
     returns: torch.Tensor
 
     def take(self, index: torch.Tensor) -> Batch:
         """The samples at ``index`` (``[lanes, k]``: row ``k`` indexes lane ``k``'s)."""
         lane = torch.arange(index.shape[0], device=index.device).unsqueeze(1)
-        return Batch(*(field[lane, index] for field in self.fields()))
+        return Batch(*(None if f is None else f[lane, index] for f in self.fields()))
 
-    def fields(self) -> tuple[torch.Tensor, ...]:
+    def fields(self) -> tuple[torch.Tensor | None, ...]:
         return (self.obs, self.actions, self.values, self.log_probs, self.advantages, self.returns)
 
 
+def lane_major(x: torch.Tensor) -> torch.Tensor:
+    """A rollout field ``[n_steps, lanes, num_envs, ...]`` as each lane's ``num_envs *
+    n_steps`` samples, ``[lanes, num_envs * n_steps, ...]``, environment-major (sample ``e *
+    n_steps + t`` is environment ``e`` at step ``t``, as Stable-Baselines3's buffer flattens
+    them)."""
+    y = x.transpose(0, 1).transpose(1, 2)  # [L, E, T, ...]
+    return y.reshape(y.shape[0], -1, *y.shape[3:]).contiguous()
+
+
+def time_major(x: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """:func:`lane_major`'s inverse for a field without feature dimensions: ``[lanes,
+    num_envs * n_steps]`` to ``[n_steps, lanes, num_envs]`` (a view)."""
+    return x.view(x.shape[0], -1, n_steps).permute(2, 0, 1)
+
+
 class Rollout:
-    """``n_steps`` steps of ``lanes × num_envs`` environments, preallocated on ``device``."""
+    """``n_steps`` steps of ``lanes × num_envs`` environments, preallocated on ``device``:
+    what the agent saw, did and got. The values and log-probabilities of the rollout's
+    policy are computed once it is full, for all of its samples at once
+    (:meth:`rlbench_pg.actor_critic.ActorCritic.observe`): the policy does not change while
+    it collects, and one pass over ``n_steps × num_envs`` samples costs far less than
+    ``n_steps`` passes over ``num_envs``."""
 
     def __init__(
         self,
@@ -87,8 +107,6 @@ class Rollout:
         self.actions = torch.zeros((*shape, *action_shape), dtype=action_dtype, device=device)
         self.rewards = torch.zeros(shape, device=device)
         self.dones = torch.zeros(shape, device=device)
-        self.values = torch.zeros(shape, device=device)
-        self.log_probs = torch.zeros(shape, device=device)
         self.position = 0
 
     @property
@@ -96,13 +114,7 @@ class Rollout:
         return self.position == self.n_steps
 
     def add(
-        self,
-        obs: torch.Tensor,
-        actions: torch.Tensor,
-        rewards: torch.Tensor,
-        dones: torch.Tensor,
-        values: torch.Tensor,
-        log_probs: torch.Tensor,
+        self, obs: torch.Tensor, actions: torch.Tensor, rewards: torch.Tensor, dones: torch.Tensor
     ) -> None:
         """Store one step (fields ``[lanes, num_envs, ...]``). ``rewards`` must already hold
         the truncation bootstrap: ``r + gamma * V(final observation)`` where the episode was
@@ -113,30 +125,26 @@ class Rollout:
         self.actions[t] = actions
         self.rewards[t] = rewards
         self.dones[t] = dones
-        self.values[t] = values
-        self.log_probs[t] = log_probs
         self.position += 1
 
-    def advantages(
-        self, last_values: torch.Tensor, gamma: float, gae_lambda: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`gae` of the full rollout, ``[n_steps, lanes, num_envs]`` each."""
-        return gae(self.rewards, self.values, self.dones, last_values, gamma, gae_lambda)
-
-    def flat(self, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
-        """The rollout as each lane's ``num_envs * n_steps`` samples, and empties it."""
-
-        def per_lane(x: torch.Tensor) -> torch.Tensor:
-            # [T, L, E, ...] -> [L, E, T, ...] -> [L, E * T, ...]
-            y = x.transpose(0, 1).transpose(1, 2)
-            return y.reshape(y.shape[0], -1, *y.shape[3:]).contiguous()
-
+    def samples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every lane's observations and actions, :func:`lane_major`; empties the rollout."""
         self.position = 0
-        return Batch(
-            obs=per_lane(self.obs),
-            actions=per_lane(self.actions),
-            values=per_lane(self.values),
-            log_probs=per_lane(self.log_probs),
-            advantages=per_lane(advantages),
-            returns=per_lane(returns),
+        return lane_major(self.obs), lane_major(self.actions)
+
+    def advantages(
+        self, values: torch.Tensor, last_values: torch.Tensor, gamma: float, gae_lambda: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`gae` of the rollout from the values of its samples (``[lanes, samples]``,
+        as :meth:`samples` orders them) and of the observations after its last step
+        (``[lanes, num_envs]``); advantages and returns ``[lanes, samples]``, in that order
+        too."""
+        advantages, returns = gae(
+            self.rewards,
+            time_major(values, self.n_steps),
+            self.dones,
+            last_values,
+            gamma,
+            gae_lambda,
         )
+        return lane_major(advantages), lane_major(returns)
