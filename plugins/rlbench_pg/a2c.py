@@ -73,16 +73,18 @@ class A2C(ActorCritic):
 
         policy_loss = -(advantages * log_prob).mean(dim=1)
         value_loss = ((batch.returns - values) ** 2).mean(dim=1)
-        entropy_loss = -entropy.mean(dim=1)
+        entropy_mean = entropy.mean(dim=1)
 
-        loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+        loss = policy_loss + c.vf_coef * value_loss
+        if c.ent_coef:  # (with 0, the entropy's gradient is left out, not multiplied)
+            loss = loss - c.ent_coef * entropy_mean
         self.gradient_step(loss, lr)
 
         lanes = loss.shape[0]
         return {
             "policy_loss": policy_loss,
             "value_loss": value_loss,
-            "entropy": -entropy_loss,
+            "entropy": entropy_mean.detach(),
             "explained_variance": explained_variance(batch.values, batch.returns),
             "learning_rate": torch.full((lanes,), lr),
         }

@@ -98,11 +98,13 @@ def standardize(advantages: torch.Tensor) -> torch.Tensor:
     """Each lane's advantages ``[lanes, samples]`` less their mean, over their standard
     deviation (unbiased, + 1e-8), as Stable-Baselines3 normalises a minibatch's; a single
     sample is left as it is."""
-    if advantages.shape[1] < 2:
+    n = advantages.shape[1]
+    if n < 2:
         return advantages
-    mean = advantages.mean(dim=1, keepdim=True)
-    std = lane_var(advantages, dim=1, correction=1).sqrt().unsqueeze(1)
-    return (advantages - mean) / (std + 1e-8)
+    # lane_var's two passes, the deviation kept for the result.
+    deviation = advantages - advantages.mean(dim=1, keepdim=True)
+    std = ((deviation**2).sum(dim=1, keepdim=True) / (n - 1)).sqrt()
+    return deviation / (std + 1e-8)
 
 
 def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

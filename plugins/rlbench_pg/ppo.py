@@ -14,7 +14,7 @@ this file is the update. Like every built-in agent it trains several seeds at on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -87,25 +87,34 @@ class PPO(ActorCritic):
         lr = scheduled(c.learning_rate, c.learning_rate_schedule, self.progress_remaining)
         clip = scheduled(c.clip_range, c.clip_range_schedule, self.progress_remaining)
         lanes, samples = batch.advantages.shape
-        device = batch.advantages.device
-        totals = {
-            name: torch.zeros(lanes, device=device)
-            for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-        }
-        minibatches = 0
+        assert batch.log_probs is not None
+        whole = c.batch_size >= samples
+        if whole and c.normalize_advantage:  # the same minibatch every epoch: standardise once
+            batch.advantages = standardize(batch.advantages)
+        # Each minibatch's losses and log-ratios, detached, for the metrics.
+        logged: dict[str, list[torch.Tensor]] = {"policy_loss": [], "value_loss": [], "entropy": []}
+        log_ratios: list[torch.Tensor] = []
 
         for _ in range(c.n_epochs):
-            # Each lane's own shuffle of its samples, from its own generator.
-            order = np.stack([rng.permutation(samples) for rng in self.context.lane_rngs])
-            order_t = torch.as_tensor(order, device=device)
-            for start in range(0, samples, c.batch_size):
-                mb = batch.take(order_t[:, start : start + c.batch_size])
-
+            if whole:
+                # One minibatch holds the whole rollout: shuffling it (as SB3 does) would
+                # change nothing but the order of its sums.
+                minibatches: Iterable[Batch] = (batch,)
+            else:
+                # Each lane's own shuffle of its samples, from its own generator.
+                order = np.stack([rng.permutation(samples) for rng in self.context.lane_rngs])
+                order_t = torch.as_tensor(order, device=batch.advantages.device)
+                minibatches = (
+                    batch.take(order_t[:, start : start + c.batch_size])
+                    for start in range(0, samples, c.batch_size)
+                )
+            for mb in minibatches:
+                assert mb.log_probs is not None
                 log_prob, entropy = self.dist.log_prob_entropy(self.actor(mb.obs), mb.actions)
                 values = self.value(mb.obs)
 
                 advantages = mb.advantages
-                if c.normalize_advantage:
+                if c.normalize_advantage and not whole:
                     advantages = standardize(advantages)
 
                 # The clipped surrogate: the ratio of new to old probabilities, and its clip.
@@ -122,21 +131,28 @@ class PPO(ActorCritic):
                         -c.clip_range_vf, c.clip_range_vf
                     )
                 value_loss = ((mb.returns - values_pred) ** 2).mean(dim=1)
-                entropy_loss = -entropy.mean(dim=1)
+                entropy_mean = entropy.mean(dim=1)
 
-                loss = policy_loss + c.ent_coef * entropy_loss + c.vf_coef * value_loss
+                loss = policy_loss + c.vf_coef * value_loss
+                if c.ent_coef:  # (with 0, the entropy's gradient is left out, not multiplied)
+                    loss = loss - c.ent_coef * entropy_mean
                 self.gradient_step(loss, lr)
 
-                with torch.no_grad():
-                    totals["policy_loss"] += policy_loss
-                    totals["value_loss"] += value_loss
-                    totals["entropy"] -= entropy_loss
-                    totals["approx_kl"] += ((ratio - 1) - log_ratio).mean(dim=1)
-                    totals["clip_fraction"] += ((ratio - 1).abs() > clip).float().mean(dim=1)
-                minibatches += 1
+                logged["policy_loss"].append(policy_loss.detach())
+                logged["value_loss"].append(value_loss.detach())
+                logged["entropy"].append(entropy_mean.detach())
+                log_ratios.append(log_ratio.detach())
 
-        metrics = {name: total / minibatches for name, total in totals.items()}
-        metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
+        with torch.no_grad():
+            # Means over minibatches (as SB3 logs them); approx_kl and clip_fraction over all
+            # samples of all epochs (the same where batch_size divides the rollout).
+            # (Stacked [lanes, minibatches]: a lane's mean is a row's, whatever the lanes.)
+            metrics = {name: torch.stack(values, 1).mean(dim=1) for name, values in logged.items()}
+            log_ratio = torch.cat(log_ratios, dim=1)
+            ratio = log_ratio.exp()
+            metrics["approx_kl"] = ((ratio - 1) - log_ratio).mean(dim=1)
+            metrics["clip_fraction"] = ((ratio - 1).abs() > clip).float().mean(dim=1)
+            metrics["explained_variance"] = explained_variance(batch.values, batch.returns)
         metrics["learning_rate"] = torch.full((lanes,), lr)
         metrics["clip_range"] = torch.full((lanes,), clip)
         return metrics
