@@ -267,8 +267,8 @@ class ActorCritic(LaneAgent):
                 reward = self.reward_norm(reward, t.done)
             # A time limit is not a terminal state: bootstrap with the value of the true
             # final observation. A terminated step keeps its reward alone.
-            cut_off = t.truncated & ~t.terminated
-            if bool(cut_off.any()):
+            if bool(t.truncated.any()):
+                cut_off = t.truncated & ~t.terminated
                 final_values = self.value(self.features(t.next_obs))
                 reward = reward + c.gamma * final_values * cut_off.float()
             self.rollout.add(x, t.action, reward, t.done.float())

@@ -33,15 +33,20 @@ def gae(
     ``delta_t = r_t + gamma * V_{t+1} * (1 - done_t) - V_t``,
     ``A_t = delta_t + gamma * lambda * (1 - done_t) * A_{t+1}``.
     """
+    # Everything but the recursion at once, for all steps (the same operations, in the same
+    # order, as step by step: each element's arithmetic is unchanged).
+    not_done = 1.0 - dones
+    next_values = torch.cat([values[1:], last_values.unsqueeze(0)])
+    deltas = rewards + gamma * next_values * not_done - values
+    decay = gamma * gae_lambda * not_done
     advantages = torch.empty_like(rewards)
     running = torch.zeros_like(last_values)
-    next_values = last_values
+    scratch = torch.empty_like(last_values)
     for t in reversed(range(rewards.shape[0])):
-        not_done = 1.0 - dones[t]
-        delta = rewards[t] + gamma * next_values * not_done - values[t]
-        running = delta + gamma * gae_lambda * not_done * running
-        advantages[t] = running
-        next_values = values[t]
+        # A_t = delta_t + decay_t * A_{t+1} (a multiply and an add: no fused multiply-add,
+        # whose rounding would differ between the vectorised and the scalar code)
+        torch.add(deltas[t], torch.mul(decay[t], running, out=scratch), out=advantages[t])
+        running = advantages[t]
     return advantages, advantages + values
 
 
