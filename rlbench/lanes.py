@@ -71,6 +71,27 @@ class _TanhInPlace(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
+class _NarrowProduct(torch.autograd.Function):
+    """``x @ weight^T`` for a narrow layer (``weight`` ``[lanes, out, in]``) of several rows,
+    computed as ``(weight @ x^T)^T``. Autograd's gradient of that form for ``x`` is a
+    transposed view, and the activation's backward pass before the layer, given one
+    operand transposed and the other not, runs element by element (1 x 256 x 64 floats:
+    13 µs against 4 µs; 16 lanes: 181 µs against 39 µs). This one computes it as
+    ``grad @ weight``, laid out like ``x``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.bmm(grad.transpose(1, 2), x) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_weight
+
+
 #: From this many elements per lane on, three passes over memory cost less than torch.tanh's
 #: one (each pass costs a microsecond or two however small the tensor).
 TANH_IN_PLACE_FROM = 1024
@@ -160,6 +181,8 @@ class StackedSequential(StackedNetwork):
                     # W @ x^T would be a one-column product, again a kernel that differs
                     # between one lane and several; x @ W^T (a view) is not.
                     x = torch.bmm(x, weight.transpose(1, 2))
+                elif torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+                    x = _NarrowProduct.apply(x, weight)
                 else:
                     x = torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
                 if bias is not None:

@@ -29,7 +29,13 @@ LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 
 class LaneCategorical(nn.Module):
     """A categorical distribution over ``n`` actions from logits ``[lanes, batch, n]``;
-    actions are ``[lanes, batch]`` integers."""
+    actions are ``[lanes, batch]`` integers.
+
+    Everything is computed along dimension 1 of the logits seen as ``[lanes, n, batch]``
+    (``logits.transpose(1, 2)``, a view of how a narrow linear head lays them out in memory,
+    see :mod:`rlbench.lanes`): torch's softmax and sums along a last dimension of a few
+    actions run one row at a time, along a middle one they run vectorised over the rows
+    (16 lanes x 256 rows x 2 actions, one thread: 199 µs against 9 µs for a softmax)."""
 
     def __init__(self, num_actions: int) -> None:
         super().__init__()
@@ -40,23 +46,26 @@ class LaneCategorical(nn.Module):
         """An action per row by inverse transform sampling (one uniform per row from the
         lane's generator)."""
         n = logits.shape[1]
-        cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1).double()
-        u = torch.as_tensor(np.stack([rng.random(n) for rng in rngs]), device=logits.device)
+        cdf = torch.softmax(logits.transpose(1, 2), dim=1).cumsum(dim=1)
+        u = torch.as_tensor(
+            np.stack([rng.random(n, dtype=np.float32) for rng in rngs]), device=logits.device
+        )
         # The cdf's last entry may round below 1: the clamp keeps u beyond it in range.
-        return (cdf < u.unsqueeze(-1)).sum(dim=-1).clamp_(max=self.param_size - 1)
+        return (cdf < u.unsqueeze(1)).sum(dim=1).clamp_(max=self.param_size - 1)
 
     def log_prob_entropy(
         self, logits: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``log p(actions)`` and the entropy, both ``[lanes, batch]`` (as
         ``torch.distributions.Categorical`` computes them)."""
-        log_probs = torch.log_softmax(logits, dim=-1)
-        probs = torch.softmax(logits, dim=-1)
-        log_prob = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-        return log_prob, -(log_probs * probs).sum(dim=-1)
+        by_action = logits.transpose(1, 2)
+        log_probs = torch.log_softmax(by_action, dim=1)
+        probs = torch.softmax(by_action, dim=1)
+        log_prob = log_probs.gather(1, actions.long().unsqueeze(1)).squeeze(1)
+        return log_prob, -(log_probs * probs).sum(dim=1)
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
-        return logits.argmax(dim=-1)
+        return logits.transpose(1, 2).argmax(dim=1)
 
 
 class LaneDiagGaussian(nn.Module):
@@ -74,15 +83,11 @@ class LaneDiagGaussian(nn.Module):
             torch.full((lanes, self.param_size), float(log_std_init), device=device)
         )
 
-    def _std(self) -> tuple[torch.Tensor, torch.Tensor]:
-        log_std = self.log_std.unsqueeze(1)  # [lanes, 1, dim]: the same for every row
-        return log_std, log_std.exp()
-
     def sample(self, mean: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
         """``mean + std * noise``, standard normal noise from each lane's generator."""
         lanes, n, dim = mean.shape
         noise = np.stack([rng.standard_normal((n, dim)) for rng in rngs])
-        _, std = self._std()
+        std = self.log_std.unsqueeze(1).exp()  # [lanes, 1, dim]
         flat = mean + std * torch.as_tensor(noise, dtype=mean.dtype, device=mean.device)
         return flat.reshape(lanes, n, *self.action_shape)
 
@@ -91,11 +96,18 @@ class LaneDiagGaussian(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``log p(actions)`` and the entropy, both ``[lanes, batch]``, summed over the action
         dimensions (as ``torch.distributions.Normal`` computes each dimension's)."""
-        log_std, std = self._std()
+        log_std = self.log_std.unsqueeze(1)  # [lanes, 1, dim]: the same for every row
         value = actions.reshape(mean.shape)
-        log_prob = -((value - mean) ** 2) / (2 * std**2) - log_std - LOG_SQRT_2PI
-        entropy = (0.5 + LOG_SQRT_2PI + log_std).expand_as(mean)
-        return log_prob.sum(dim=-1), entropy.sum(dim=-1)
+        # -(a - mean)^2 / (2 std^2) - log std - log sqrt(2 pi): what depends on the row in two
+        # operations over the batch, the rest on [lanes, 1, dim].
+        log_prob = (value - mean).square() * (-0.5 * (-2 * log_std).exp()) - (
+            log_std + LOG_SQRT_2PI
+        )
+        # The entropy does not depend on the row: one value per lane, seen for every row.
+        entropy = (log_std + (0.5 + LOG_SQRT_2PI)).sum(dim=-1).expand(mean.shape[:2])
+        if self.param_size == 1:  # a sum over one dimension is the value itself
+            return log_prob.squeeze(-1), entropy
+        return log_prob.sum(dim=-1), entropy
 
     def mode(self, mean: torch.Tensor) -> torch.Tensor:
         return mean.reshape(*mean.shape[:2], *self.action_shape)
