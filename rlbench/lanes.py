@@ -92,15 +92,19 @@ class _NarrowProduct(torch.autograd.Function):
         return grad_x, grad_weight
 
 
-#: From this many elements per lane on, three passes over memory cost less than torch.tanh's
-#: one (each pass costs a microsecond or two however small the tensor).
-TANH_IN_PLACE_FROM = 1024
+#: From this many elements per lane on, tanh_ computes in place (three passes and a Python
+#: autograd function, about 30 µs of overhead for a forward and backward pass); below it,
+#: torch.tanh (one slower pass, no Python). Measured forward and backward passes of one
+#: tanh, one thread: 1 lane x 64 rows x 64: 52 µs in place against 19 µs; 1 x 256 x 64: 52
+#: against 50; 16 x 256 x 64: 290 against 1012. A per-lane threshold keeps which one
+#: computes a lane independent of the number of lanes.
+TANH_IN_PLACE_FROM = 8192
 
 
 def tanh_(x: torch.Tensor) -> torch.Tensor:
-    """``tanh`` of ``x`` ``[lanes, ...]``, overwriting ``x`` (a fresh product nothing else
-    holds) from ``TANH_IN_PLACE_FROM`` elements per lane on (per lane, so that which one
-    computes a lane never depends on the number of lanes); ``torch.tanh(x)`` below."""
+    """``tanh`` of ``x`` ``[lanes, ...]``: from ``TANH_IN_PLACE_FROM`` elements per lane on,
+    :func:`_tanh_in_place`, overwriting ``x`` (a fresh product nothing else holds);
+    ``torch.tanh(x)`` below."""
     if x.numel() < TANH_IN_PLACE_FROM * x.shape[0]:
         return torch.tanh(x)
     if torch.is_grad_enabled() and x.requires_grad:

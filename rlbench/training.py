@@ -40,6 +40,7 @@ import torch
 
 from rlbench import checkpoint, provenance, records
 from rlbench.agent import Agent, AgentConfig, AgentContext, LaneAgent, OneLane, Transition
+from rlbench.allocator import keep_freed_memory
 from rlbench.checkpoint import CheckpointPolicy
 from rlbench.devices import unavailable_reason
 from rlbench.evaluation import evaluate_lanes
@@ -503,6 +504,7 @@ def _train(
     specs = [lane.spec for lane in lanes]
     spec = specs[0]
     config = catalogue.agent(spec.agent).config_model.model_validate(spec.agent_config)
+    keep_freed_memory()
     seed_everything(spec.seed)
     streams = [seed_streams(s.seed, config.num_envs) for s in specs]
     env_spec = catalogue.environment(spec.env)
