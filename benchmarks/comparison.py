@@ -124,6 +124,13 @@ def train_rlbench_lanes(
     )
 
 
+def run_order(frameworks: Sequence[str], seed_index: int) -> list[str]:
+    """The order the frameworks train seed ``seed_index`` in: as given for even indices,
+    reversed for odd ones (A B, B A, A B, ...), so that a machine whose speed drifts during
+    the benchmark (a shared host) favours neither side on average."""
+    return list(frameworks) if seed_index % 2 == 0 else list(reversed(frameworks))
+
+
 def print_means_and_ratios(
     results: list[Result], frameworks: Sequence[str], seeds: Sequence[int]
 ) -> dict[tuple[str, int], Result]:

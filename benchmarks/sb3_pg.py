@@ -22,10 +22,11 @@ names and handed to both frameworks:
 
 Both sides get the same network, SB3's ``MlpPolicy`` default: separate actor and critic MLPs
 64-64 with tanh, orthogonal initialisation. Each run uses one torch thread; runs go one after
-the other in this process, alternating frameworks seed by seed so that background load hits
-both alike. rlbench trains through its public harness (:func:`rlbench.training.execute_run`
-on a run of a suite, what ``rlbench run`` does); SB3 through ``learn`` on a ``DummyVecEnv``
-of the same number of environments (``make_vec_env``).
+the other in this process, frameworks alternating seed by seed and which of them goes first
+(rlbench then SB3 for seed 0, SB3 then rlbench for seed 1, ...), so that background load and
+a host's drifting speed hit both alike. rlbench trains through its public harness
+(:func:`rlbench.training.execute_run` on a run of a suite, what ``rlbench run`` does); SB3
+through ``learn`` on a ``DummyVecEnv`` of the same number of environments (``make_vec_env``).
 
 Speed is environment steps per second of training: rlbench's own figure (evaluation time
 excluded), SB3's steps (``model.num_timesteps``: SB3 finishes its last rollout, so it can
@@ -64,6 +65,7 @@ from comparison import (
     SB3Greedy,
     print_lanes,
     print_means_and_ratios,
+    run_order,
     sb3_version,
     train_rlbench,
     train_rlbench_lanes,
@@ -284,8 +286,8 @@ def benchmark_case(case: Case, args: argparse.Namespace) -> None:
     )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="sb3_pg_") as tmp:
-        for seed in args.seeds:
-            for framework in args.frameworks:
+        for index, seed in enumerate(args.seeds):
+            for framework in run_order(args.frameworks, index):
                 if framework == "rlbench":
                     r = run_rlbench(case, seed, args.steps, args.eval_episodes, Path(tmp))
                 else:

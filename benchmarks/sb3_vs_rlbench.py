@@ -8,9 +8,11 @@ Both train RL Zoo's tuned CartPole-v1 DQN (rlbench ``dqn``'s defaults): lr 2.3e-
 buffer 100k, learning starts 1000, gamma 0.99, target update every 10 steps, train every 256
 steps with 128 gradient steps, exploration fraction 0.16 to epsilon 0.04, Huber loss,
 gradient norm 10, an MLP 256-256. Each run uses one torch thread; the runs go one after the
-other in this process, alternating frameworks seed by seed so that background load hits both
-alike. rlbench trains through its public harness (``rlbench.training.execute_run`` on a run
-of a suite, exactly what ``rlbench run`` does); Stable-Baselines3 through ``DQN.learn``.
+other in this process, frameworks alternating seed by seed and which of them goes first
+(rlbench then SB3 for seed 0, SB3 then rlbench for seed 1, ...), so that background load and
+a host's drifting speed hit both alike. rlbench trains through its public harness
+(``rlbench.training.execute_run`` on a run of a suite, exactly what ``rlbench run`` does);
+Stable-Baselines3 through ``DQN.learn``.
 
 Then, unless ``--lanes 0``, rlbench trains ``--lanes`` seeds (0, 1, ...) of the same
 configuration in one process as the lanes of one batched computation
@@ -50,6 +52,7 @@ from comparison import (
     SB3Greedy,
     print_lanes,
     print_means_and_ratios,
+    run_order,
     sb3_version,
     train_rlbench,
     train_rlbench_lanes,
@@ -229,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="sb3_vs_rlbench_") as tmp:
-        for seed in args.seeds:
-            for framework in args.frameworks:
+        for index, seed in enumerate(args.seeds):
+            for framework in run_order(args.frameworks, index):
                 if framework == "rlbench":
                     r = run_rlbench(seed, args.steps, args.eval_episodes, Path(tmp))
                 else:

@@ -71,6 +71,11 @@ class _TanhInPlace(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
+#: From this many input elements per lane on, a narrow layer's training pass goes through
+#: _NarrowProduct; below, the gain is smaller than a Python autograd function's overhead.
+NARROW_PRODUCT_FROM = 8192
+
+
 class _NarrowProduct(torch.autograd.Function):
     """``x @ weight^T`` for a narrow layer (``weight`` ``[lanes, out, in]``) of several rows,
     computed as ``(weight @ x^T)^T``. Autograd's gradient of that form for ``x`` is a
@@ -185,7 +190,11 @@ class StackedSequential(StackedNetwork):
                     # W @ x^T would be a one-column product, again a kernel that differs
                     # between one lane and several; x @ W^T (a view) is not.
                     x = torch.bmm(x, weight.transpose(1, 2))
-                elif torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+                elif (
+                    x.shape[1] * x.shape[2] >= NARROW_PRODUCT_FROM
+                    and torch.is_grad_enabled()
+                    and (x.requires_grad or weight.requires_grad)
+                ):
                     x = _NarrowProduct.apply(x, weight)
                 else:
                     x = torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
