@@ -307,7 +307,10 @@ def lane_slice(state: Any, lane: int) -> Any:
     that saving it does not save the other lanes' storage), 0-d tensors copied, dicts and
     lists walked, anything else kept."""
     if isinstance(state, torch.Tensor):
-        return state[lane : lane + 1].clone() if state.dim() > 0 else state.clone()
+        # Compact: a lane's saved file must not depend on the layout of its group's tensors.
+        if state.dim() == 0:
+            return state.clone()
+        return state[lane : lane + 1].clone(memory_format=torch.contiguous_format)
     if isinstance(state, dict):
         return {k: lane_slice(v, lane) for k, v in state.items()}
     if isinstance(state, list):

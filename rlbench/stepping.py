@@ -35,6 +35,18 @@ def env_action(space: gym.Space) -> Callable[[np.ndarray], Any]:
     return lambda action: action
 
 
+def env_actions(space: gym.Space) -> Callable[[np.ndarray], Sequence[Sequence[Any]]]:
+    """:func:`env_action` of every environment at once: ``[lanes, num_envs, ...]`` actions to
+    what each ``env.step`` gets, ``[lane][env]`` (one conversion per step, not one per
+    environment)."""
+    if isinstance(space, gym.spaces.Discrete):
+        return lambda actions: actions.tolist()
+    if isinstance(space, gym.spaces.Box):
+        low, high = space.low, space.high
+        return lambda actions: np.clip(actions, low, high)
+    return lambda actions: actions
+
+
 def copy_problem(env: gym.Env) -> str | None:
     """Why a pickled copy of ``env`` would not continue where ``env`` is, or ``None``.
 
@@ -78,7 +90,7 @@ class LaneEnvs:
         self.envs = [list(lane_envs) for lane_envs in envs]
         self.lanes, self.num_envs = len(self.envs), len(self.envs[0])
         self.action_space = self.envs[0][0].action_space
-        self._env_action = env_action(self.action_space)
+        self._env_actions = env_actions(self.action_space)
         self._return = np.zeros((self.lanes, self.num_envs))
         self._length = np.zeros((self.lanes, self.num_envs), dtype=np.int64)
         self._obs: np.ndarray | None = None
@@ -130,34 +142,41 @@ class LaneEnvs:
 
     def step(self, actions: np.ndarray, step: int) -> EnvStep:
         """Step environment ``i`` of lane ``k`` with ``actions[k, i]`` (what the agent
-        returned, converted by :func:`env_action`); ``step`` is the training step before
+        returned, converted by :func:`env_actions`); ``step`` is the training step before
         this one. An environment whose episode ends is reset (unseeded: it continues its
         own random stream)."""
         assert self._obs is not None, "reset() first"
-        obs = np.empty_like(self._obs)
-        reward = np.empty((self.lanes, self.num_envs), dtype=np.float32)
-        terminated = np.zeros((self.lanes, self.num_envs), dtype=bool)
-        truncated = np.zeros((self.lanes, self.num_envs), dtype=bool)
+        sent = self._env_actions(actions)
+        stepped = [
+            env.step(action)
+            for lane_envs, lane_actions in zip(self.envs, sent, strict=True)
+            for env, action in zip(lane_envs, lane_actions, strict=True)
+        ]
+        shape = (self.lanes, self.num_envs)
+        obs = (
+            np.stack([s[0] for s in stepped])
+            .reshape(self._obs.shape)
+            .astype(self._obs.dtype, copy=False)
+        )
+        rewards = np.array([s[1] for s in stepped], dtype=np.float64).reshape(shape)
+        reward = rewards.astype(np.float32)
+        terminated = np.array([s[2] for s in stepped], dtype=bool).reshape(shape)
+        truncated = np.array([s[3] for s in stepped], dtype=bool).reshape(shape)
+        self._return += rewards  # the episode returns accumulate the rewards as the env gave them
+        self._length += 1
         episodes: list[tuple[int, Episode]] = []
         resets: list[tuple[int, int, Any]] = []
-        for k, lane_envs in enumerate(self.envs):
-            for i, env in enumerate(lane_envs):
-                o, r, term, trunc, _ = env.step(self._env_action(actions[k, i]))
-                obs[k, i] = o
-                reward[k, i] = r
-                terminated[k, i], truncated[k, i] = term, trunc
-                self._return[k, i] += r
-                self._length[k, i] += 1
-                if term or trunc:
-                    episode = {
-                        "step": step + i + 1,
-                        "return": float(self._return[k, i]),
-                        "length": int(self._length[k, i]),
-                        "terminated": bool(term),
-                    }
-                    episodes.append((k, episode))
-                    self._return[k, i], self._length[k, i] = 0.0, 0
-                    resets.append((k, i, env.reset()[0]))
+        for k, i in zip(*np.nonzero(terminated | truncated), strict=True):
+            k, i = int(k), int(i)
+            episode = {
+                "step": step + i + 1,
+                "return": float(self._return[k, i]),
+                "length": int(self._length[k, i]),
+                "terminated": bool(terminated[k, i]),
+            }
+            episodes.append((k, episode))
+            self._return[k, i], self._length[k, i] = 0.0, 0
+            resets.append((k, i, self.envs[k][i].reset()[0]))
         # Only where an episode ended does the next observation differ from the step's, and
         # only then does it get an array of its own.
         next_obs = obs
