@@ -10,7 +10,7 @@ from conftest import REPO
 #: The data path, earliest first (docs/architecture.md). A module may import modules of an
 #: earlier rank only.
 ORDER = [
-    ["errors", "defaults", "devices", "provenance", "stepping", "lanes", "snapshot"],
+    ["errors", "defaults", "devices", "provenance", "stepping", "lanes", "snapshot", "allocator"],
     ["agent"],
     ["specs"],
     ["hookspecs"],
