@@ -2,7 +2,7 @@
 
 Episode ``j`` of every evaluation is reset with seed ``base_seed + j``, so the evaluations
 along one run (and across agents with the same run seed) face the same start states.
-Actions reach the environment as in training (:func:`rlbench.stepping.env_action`: a ``Box``
+Actions reach the environment as in training (:func:`rlbench.stepping.env_actions`: a ``Box``
 action clipped to the space's bounds).
 
 Lanes (see :mod:`rlbench.lanes`) are evaluated in lockstep: episode ``j`` of every lane runs
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from rlbench.agent import Agent, OneLane
-from rlbench.stepping import env_action
+from rlbench.stepping import env_actions
 
 
 class _Acts(Protocol):
@@ -66,7 +66,7 @@ def evaluate_lanes(
     ``[lanes, 1, *obs_shape]``): lane ``k`` plays on ``envs[k]`` with base seed
     ``base_seeds[k]``. Returns one result per lane."""
     lanes = len(envs)
-    to_env = env_action(envs[0].action_space)
+    to_env = env_actions(envs[0].action_space)
     returns = np.zeros((lanes, episodes))
     lengths = np.zeros((lanes, episodes), dtype=np.int64)
     with torch.inference_mode():
@@ -81,10 +81,10 @@ def evaluate_lanes(
             playing = list(range(lanes))
             while playing:
                 obs_t = torch.as_tensor(obs, device=device).unsqueeze(1)
-                actions = agent.act(obs_t, greedy=True)[:, 0].cpu().numpy()
+                sent = to_env(agent.act(obs_t, greedy=True)[:, :1].cpu().numpy())
                 still = []
                 for k in playing:
-                    o, reward, terminated, truncated, _ = envs[k].step(to_env(actions[k]))
+                    o, reward, terminated, truncated, _ = envs[k].step(sent[k][0])
                     obs[k] = o
                     total[k] += float(reward)
                     length[k] += 1

@@ -1,7 +1,7 @@
 """Stepping environments for an agent: the action an environment receives, and every lane's
 training environments stepped once.
 
-The action contract lives in :func:`env_action`, the one place where what an agent's
+The action contract lives in :func:`env_actions`, the one place where what an agent's
 :meth:`~rlbench.agent.Agent.act` returned becomes what ``env.step`` receives: a ``Discrete``
 action becomes a Python ``int``, a ``Box`` action is clipped to the space's bounds, any other
 action is passed as it is. The :class:`~rlbench.agent.Transition` the agent observes keeps
@@ -24,21 +24,12 @@ from gymnasium.utils import EzPickle
 Episode = dict[str, Any]
 
 
-def env_action(space: gym.Space) -> Callable[[np.ndarray], Any]:
-    """The conversion from one environment's action, as the agent returned it (a numpy
-    scalar or array), to what ``env.step`` of an environment with action ``space`` gets."""
-    if isinstance(space, gym.spaces.Discrete):
-        return lambda action: action.item()
-    if isinstance(space, gym.spaces.Box):
-        low, high = space.low, space.high
-        return lambda action: np.clip(action, low, high)
-    return lambda action: action
-
-
 def env_actions(space: gym.Space) -> Callable[[np.ndarray], Sequence[Sequence[Any]]]:
-    """:func:`env_action` of every environment at once: ``[lanes, num_envs, ...]`` actions to
-    what each ``env.step`` gets, ``[lane][env]`` (one conversion per step, not one per
-    environment)."""
+    """The conversion from the actions an agent returned for every environment, ``[lanes,
+    num_envs, ...]`` (numpy), to what each ``env.step`` of an environment with action
+    ``space`` gets, indexed ``[lane][env]``: a ``Discrete`` action as a Python ``int``, a
+    ``Box`` action clipped to the bounds, anything else as it is. One conversion per step,
+    not one per environment."""
     if isinstance(space, gym.spaces.Discrete):
         return lambda actions: actions.tolist()
     if isinstance(space, gym.spaces.Box):
