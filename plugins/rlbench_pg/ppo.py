@@ -70,8 +70,9 @@ class PPO(ActorCritic):
     terms, per-lane gradient clipping and linear learning-rate and clip-range schedules.
 
     Every ``num_envs × n_steps`` environment steps it makes ``n_epochs`` passes over the
-    rollout in minibatches of ``batch_size`` (each lane's order drawn from its own generator).
-    At a truncated step the reward is bootstrapped with the value of the true final
+    rollout in minibatches of ``batch_size`` (each lane's order drawn from its own generator;
+    a ``batch_size`` that holds the whole rollout takes it as it is, every epoch). At a
+    truncated step the reward is bootstrapped with the value of the true final
     observation; at a terminated step it is not.
     """
 
