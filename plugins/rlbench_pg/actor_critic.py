@@ -191,11 +191,11 @@ class ActorCritic(LaneAgent):
                 orthogonal_init(critic, 1.0, generator)
         self.actor = stack_networks(actors)
         self.critic = stack_networks(critics)
-        self.params = [*self.actor.parameters(), *self.critic.parameters()]
-        self.params += list(self.dist.parameters())
-        # All of them in one [lanes, size] buffer: one row per lane for clipping and the
+        # Every parameter in one [lanes, size] buffer: one row per lane for clipping and the
         # optimizer (rlbench_pg.optim).
-        self.lane_params = LaneParameters(self.params)
+        self.lane_params = LaneParameters(
+            [*self.actor.parameters(), *self.critic.parameters(), *self.dist.parameters()]
+        )
         self.optimizer = self.make_optimizer()
         self.obs_norm = (
             ObsNormalizer(lanes, obs_size, config.clip_obs, device)

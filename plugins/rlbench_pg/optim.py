@@ -94,9 +94,9 @@ class LaneOptimizer:
             torch.zeros((), dtype=torch.float32, device=params.flat.device)
             for _ in range(params.lanes)
         ]
-        self._rows = params.flat.unbind(0)
-        self._grad_rows = params.grad.unbind(0)
-        self._moment_rows = {name: m.unbind(0) for name, m in self.moments.items()}
+        self._rows = list(params.flat.unbind(0))
+        self._grad_rows = list(params.grad.unbind(0))
+        self._moment_rows = {name: list(m.unbind(0)) for name, m in self.moments.items()}
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
@@ -105,10 +105,10 @@ class LaneOptimizer:
         if self.kind == "adam":
             beta1, beta2 = self.betas
             adam(
-                list(self._rows),
-                list(self._grad_rows),
-                list(self._moment_rows["exp_avg"]),
-                list(self._moment_rows["exp_avg_sq"]),
+                self._rows,
+                self._grad_rows,
+                self._moment_rows["exp_avg"],
+                self._moment_rows["exp_avg_sq"],
                 [],
                 self._step_tensors,
                 fused=True,
@@ -122,9 +122,9 @@ class LaneOptimizer:
             )
         else:
             rmsprop(
-                list(self._rows),
-                list(self._grad_rows),
-                list(self._moment_rows["square_avg"]),
+                self._rows,
+                self._grad_rows,
+                self._moment_rows["square_avg"],
                 [],
                 [],
                 self._step_tensors,
