@@ -126,12 +126,34 @@ IN_PLACE: dict[type[nn.Module], Callable[[torch.Tensor], torch.Tensor]] = {
 
 class StackedNetwork(nn.Module):
     """Base of a stack of ``lanes`` networks; ``lane_state_dict(k)`` is lane ``k``'s weights
-    under the keys of the original module's own ``state_dict``."""
+    under the keys of the original module's own ``state_dict``.
+
+    :meth:`forward_for_backprop` and :meth:`backprop` are a forward and backward pass for an
+    agent that computes the gradient of its loss with respect to the network's output itself
+    (the policy-gradient agents): here through autograd, in :class:`StackedSequential` by
+    hand (no autograd graph: per-operation overhead is most of a small network's time)."""
 
     lanes: int
 
     def lane_state_dict(self, lane: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def forward_for_backprop(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """``(output, saved)``: the output (not part of any autograd graph) and what
+        :meth:`backprop` needs of this pass."""
+        with torch.enable_grad():
+            out = self(x)
+        return out.detach(), out
+
+    def backprop(
+        self, saved: Any, grad_output: torch.Tensor, grads: Sequence[torch.Tensor]
+    ) -> None:
+        """Write into ``grads`` (one tensor per ``self.parameters()``, in order, of its
+        shape) the gradient of ``(output * grad_output).sum()``, each lane's with respect
+        to its own weights: backpropagation of ``grad_output``, the gradient of the loss
+        with respect to the output of the pass that returned ``saved``."""
+        computed = torch.autograd.grad(saved, list(self.parameters()), grad_output)
+        torch._foreach_copy_(list(grads), list(computed))
 
 
 class StackedSequential(StackedNetwork):
@@ -177,34 +199,111 @@ class StackedSequential(StackedNetwork):
                 self.steps.append(copy.deepcopy(layer))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        single_row = x.shape[1] == 1
         for weight, bias, activation, narrow in self._layers:
-            if narrow:
-                if weight.shape[1] == 1:
-                    # One output (a value head): a per-lane dot product. As a matrix product
-                    # its backward pass is a one-row product, which the BLAS computes with a
-                    # kernel that differs between one matrix and a batch of them.
-                    x = (x * weight).sum(dim=2, keepdim=True)
-                elif single_row:
-                    # One row per lane (acting in one environment, naive DQN's batch of 1):
-                    # W @ x^T would be a one-column product, again a kernel that differs
-                    # between one lane and several; x @ W^T (a view) is not.
-                    x = torch.bmm(x, weight.transpose(1, 2))
-                elif (
-                    x.shape[1] * x.shape[2] >= NARROW_PRODUCT_FROM
-                    and torch.is_grad_enabled()
-                    and (x.requires_grad or weight.requires_grad)
-                ):
-                    x = _NarrowProduct.apply(x, weight)
-                else:
-                    x = torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
-                if bias is not None:
-                    x = x + bias
-            else:
-                x = torch.bmm(x, weight) if bias is None else torch.baddbmm(bias, x, weight)
+            x = self._linear(x, weight, bias, narrow)
             if activation is not None:
                 x = activation(x)
         return x
+
+    @staticmethod
+    def _linear(
+        x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, narrow: bool
+    ) -> torch.Tensor:
+        if not narrow:
+            return torch.bmm(x, weight) if bias is None else torch.baddbmm(bias, x, weight)
+        if weight.shape[1] == 1:
+            # One output (a value head): a per-lane dot product. As a matrix product its
+            # backward pass is a one-row product, which the BLAS computes with a kernel that
+            # differs between one matrix and a batch of them.
+            x = (x * weight).sum(dim=2, keepdim=True)
+        elif x.shape[1] == 1:
+            # One row per lane (acting in one environment, naive DQN's batch of 1): W @ x^T
+            # would be a one-column product, again a kernel that differs between one lane
+            # and several; x @ W^T (a view) is not.
+            x = torch.bmm(x, weight.transpose(1, 2))
+        elif (
+            x.shape[1] * x.shape[2] >= NARROW_PRODUCT_FROM
+            and torch.is_grad_enabled()
+            and (x.requires_grad or weight.requires_grad)
+        ):
+            x = _NarrowProduct.apply(x, weight)
+        else:
+            x = torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
+        return x if bias is None else x + bias
+
+    def forward_for_backprop(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The forward pass of :meth:`forward` (the same operations), keeping each layer's
+        input and each activation's output for :meth:`backprop`."""
+        if not self._backprop_by_hand:
+            return super().forward_for_backprop(x)
+        inputs, outputs = [], []
+        with torch.no_grad():
+            for weight, bias, activation, narrow in self._layers:
+                inputs.append(x)
+                x = self._linear(x, weight, bias, narrow)
+                if activation is not None:
+                    x = activation(x)
+                outputs.append(x)
+        return x, (inputs, outputs)
+
+    def backprop(
+        self, saved: Any, grad_output: torch.Tensor, grads: Sequence[torch.Tensor]
+    ) -> None:
+        """Backpropagation by hand: the formulas autograd applies to :meth:`forward`'s
+        operations, layer by layer from the output, each activation's gradient computed in
+        place on the fresh gradient of its output."""
+        if not self._backprop_by_hand:
+            super().backprop(saved, grad_output, grads)
+            return
+        inputs, outputs = saved
+        weight_grads = list(grads[: len(self.weights)])
+        bias_grads = list(grads[len(self.weights) :])
+        computed: list[torch.Tensor] = []  # gradients, and the tensors they go into
+        targets: list[torch.Tensor] = []
+        g = grad_output
+        with torch.no_grad():
+            for i in reversed(range(len(self._layers))):
+                weight, bias, activation, narrow = self._layers[i]
+                x, y = inputs[i], outputs[i]
+                if activation is tanh_:
+                    g = (
+                        torch.ops.aten.tanh_backward(g, y)
+                        if g is grad_output
+                        else (torch.ops.aten.tanh_backward.grad_input(g, y, grad_input=g))
+                    )
+                elif activation is torch.relu_:
+                    g = torch.ops.aten.threshold_backward(g, y, 0)
+                if bias is not None:
+                    computed.append(g.sum(dim=1, keepdim=True))
+                    targets.append(bias_grads[self.bias_of[i]])  # type: ignore[index]
+                computed.append(self._weight_grad(x, g, weight, narrow))
+                targets.append(weight_grads[i])
+                if i > 0:
+                    g = self._input_grad(g, weight, narrow)
+            torch._foreach_copy_(targets, computed)
+
+    @staticmethod
+    def _weight_grad(
+        x: torch.Tensor, g: torch.Tensor, weight: torch.Tensor, narrow: bool
+    ) -> torch.Tensor:
+        if not narrow:
+            return torch.bmm(x.transpose(1, 2), g)  # weight [lanes, in, out]
+        if weight.shape[1] == 1:
+            return (g * x).sum(dim=1, keepdim=True)  # the value head's per-lane dot product
+        return torch.bmm(g.transpose(1, 2), x)  # weight [lanes, out, in]
+
+    @staticmethod
+    def _input_grad(g: torch.Tensor, weight: torch.Tensor, narrow: bool) -> torch.Tensor:
+        if not narrow:
+            return torch.bmm(g, weight.transpose(1, 2))
+        if weight.shape[1] == 1:
+            return g * weight
+        return torch.bmm(g, weight)
+
+    @property
+    def _backprop_by_hand(self) -> bool:
+        """Whether :meth:`backprop` knows every activation's gradient (tanh, ReLU, none)."""
+        return all(layer[2] in (None, tanh_, torch.relu_) for layer in self._layers)
 
     @property
     def _layers(

@@ -64,27 +64,32 @@ class A2C(ActorCritic):
         c = self.cfg
         lr = scheduled(c.learning_rate, c.learning_rate_schedule, self.progress_remaining)
 
-        log_prob, entropy = self.dist.log_prob_entropy(self.actor(batch.obs), batch.actions)
-        values = self.value(batch.obs)
+        out = self.forward(batch.obs)
+        policy = self.dist.evaluate(out.params, batch.actions)
+        n = batch.advantages.shape[1]
 
         advantages = batch.advantages
         if c.normalize_advantage:
             advantages = standardize(advantages)
 
-        policy_loss = -(advantages * log_prob).mean(dim=1)
-        value_loss = ((batch.returns - values) ** 2).mean(dim=1)
-        entropy_mean = entropy.mean(dim=1)
+        # The policy gradient loss, and its gradient with respect to log_prob.
+        policy_loss = -(advantages * policy.log_prob).mean(dim=1)
+        grad_log_prob = advantages * (-1.0 / n)
+        error = out.values - batch.returns
+        value_loss = error.square().mean(dim=1)
+        grad_values = error * (2.0 * c.vf_coef / n)  # vf_coef * value_loss's gradient
+        entropy_mean = policy.entropy.mean(dim=1)
+        # -ent_coef * the mean entropy (with ent_coef 0 its gradient is left out).
+        grad_entropy = torch.full_like(policy.entropy, -c.ent_coef / n) if c.ent_coef else None
 
-        loss = policy_loss + c.vf_coef * value_loss
-        if c.ent_coef:  # (with 0, the entropy's gradient is left out, not multiplied)
-            loss = loss - c.ent_coef * entropy_mean
-        self.gradient_step(loss, lr)
+        grad_params, grad_log_std = policy.grad(grad_log_prob, grad_entropy)
+        self.gradient_step(out, grad_params, grad_values, grad_log_std, lr)
 
-        lanes = loss.shape[0]
+        lanes = policy_loss.shape[0]
         return {
             "policy_loss": policy_loss,
             "value_loss": value_loss,
-            "entropy": entropy_mean.detach(),
+            "entropy": entropy_mean,
             "explained_variance": explained_variance(batch.values, batch.returns),
             "learning_rate": torch.full((lanes,), lr),
         }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from abc import abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
@@ -86,6 +87,19 @@ class ActorCriticConfig(AgentConfig):
                 data[key] = value.removeprefix("lin_")
                 data[schedule_key] = "linear"
         return data
+
+
+@dataclass
+class Forward:
+    """The actor's and the critic's outputs on a batch, and what each network keeps of the
+    pass to backpropagate through it (:meth:`ActorCritic.gradient_step`)."""
+
+    params: torch.Tensor
+    """The actor's output: the distribution's parameters ``[lanes, n, param_size]``."""
+    values: torch.Tensor
+    """The critic's values ``[lanes, n]``."""
+    actor_saved: Any
+    critic_saved: Any
 
 
 def scheduled(value: float, schedule: Schedule, progress_remaining: float) -> float:
@@ -196,6 +210,15 @@ class ActorCritic(LaneAgent):
         self.lane_params = LaneParameters(
             [*self.actor.parameters(), *self.critic.parameters(), *self.dist.parameters()]
         )
+        # Each network's (and the distribution's) gradients: views of lane_params.grad.
+        grads = self.lane_params.views(self.lane_params.grad)
+        n_actor = len(list(self.actor.parameters()))
+        n_critic = len(list(self.critic.parameters()))
+        self._grad_views = (
+            grads[:n_actor],
+            grads[n_actor : n_actor + n_critic],
+            grads[n_actor + n_critic :],
+        )
         self.optimizer = self.make_optimizer()
         self.obs_norm = (
             ObsNormalizer(lanes, obs_size, config.clip_obs, device)
@@ -296,11 +319,30 @@ class ActorCritic(LaneAgent):
             log_probs, _ = self.dist.log_prob_entropy(self.actor(obs), actions)
         return Batch(obs, actions, values, log_probs, advantages, returns)
 
-    def gradient_step(self, loss: torch.Tensor, lr: float) -> torch.Tensor:
-        """One optimizer step of every lane on its own loss (``loss`` ``[lanes]``): the sum's
-        gradient is each lane's own; each lane's gradients are clipped to ``max_grad_norm``
-        on their own. Returns the gradient norms before clipping."""
-        self.lane_params.backward(loss)
+    def forward(self, x: torch.Tensor) -> Forward:
+        """The actor's and the critic's pass over features ``x`` for a gradient step."""
+        params, actor_saved = self.actor.forward_for_backprop(x)
+        values, critic_saved = self.critic.forward_for_backprop(x)
+        return Forward(params, values.squeeze(-1), actor_saved, critic_saved)
+
+    def gradient_step(
+        self,
+        forward: Forward,
+        grad_params: torch.Tensor,
+        grad_values: torch.Tensor,
+        grad_log_std: torch.Tensor | None,
+        lr: float,
+    ) -> torch.Tensor:
+        """One optimizer step of every lane on its own loss, from the loss's gradients with
+        respect to the outputs of ``forward``: the actor's (``[lanes, n, param_size]``), the
+        values (``[lanes, n]``) and the Gaussian's log-std (``[lanes, dim]``; ``None`` for a
+        categorical policy). Each lane's gradients are clipped to ``max_grad_norm`` on
+        their own. Returns the gradient norms before clipping."""
+        actor_grads, critic_grads, dist_grads = self._grad_views
+        self.actor.backprop(forward.actor_saved, grad_params, actor_grads)
+        self.critic.backprop(forward.critic_saved, grad_values.unsqueeze(-1), critic_grads)
+        if grad_log_std is not None:
+            dist_grads[0].copy_(grad_log_std)
         norms = lane_clip_grad_norm(self.lane_params.grad, self.cfg.max_grad_norm)
         self.optimizer.step(lr)
         return norms

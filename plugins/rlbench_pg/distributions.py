@@ -17,7 +17,8 @@ argmax, the mean).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -25,6 +26,20 @@ import torch
 from torch import nn
 
 LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
+
+
+@dataclass
+class Evaluated:
+    """A policy evaluated on a batch of its actions: ``log_prob`` and ``entropy`` ``[lanes,
+    batch]``, and ``grad(g_log_prob, g_entropy)``, which maps the gradients of a loss with
+    respect to them (``[lanes, batch]``; ``g_entropy`` ``None`` for a loss without the
+    entropy) to its gradients with respect to the actor's output (``[lanes, batch,
+    param_size]``) and to the distribution's own parameter (the Gaussian's log standard
+    deviation, ``[lanes, dim]``; ``None`` for the categorical)."""
+
+    log_prob: torch.Tensor
+    entropy: torch.Tensor
+    grad: Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
 
 
 class LaneCategorical(nn.Module):
@@ -58,11 +73,29 @@ class LaneCategorical(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``log p(actions)`` and the entropy, both ``[lanes, batch]`` (as
         ``torch.distributions.Categorical`` computes them)."""
-        by_action = logits.transpose(1, 2)
-        log_probs = torch.log_softmax(by_action, dim=1)
-        probs = torch.softmax(by_action, dim=1)
-        log_prob = log_probs.gather(1, actions.long().unsqueeze(1)).squeeze(1)
-        return log_prob, -(log_probs * probs).sum(dim=1)
+        policy = self.evaluate(logits, actions)
+        return policy.log_prob, policy.entropy
+
+    def evaluate(self, logits: torch.Tensor, actions: torch.Tensor) -> Evaluated:
+        """The log-probabilities of ``actions`` and the entropies, with their gradient."""
+        log_probs = torch.log_softmax(logits.transpose(1, 2), dim=1)  # [lanes, n, batch]
+        probs = log_probs.exp()
+        index = actions.long().unsqueeze(1)
+        log_prob = log_probs.gather(1, index).squeeze(1)
+        entropy = -(log_probs * probs).sum(dim=1)
+
+        def grad(
+            g_log_prob: torch.Tensor, g_entropy: torch.Tensor | None
+        ) -> tuple[torch.Tensor, None]:
+            # d log p(a) / d logits = onehot(a) - p;  d entropy / d logits = -p (log p + H).
+            g = probs * g_log_prob.neg().unsqueeze(1)
+            g.scatter_add_(1, index, g_log_prob.unsqueeze(1))
+            if g_entropy is not None:
+                h = log_probs + entropy.unsqueeze(1)
+                g.sub_(h.mul_(probs).mul_(g_entropy.unsqueeze(1)))
+            return g.transpose(1, 2), None
+
+        return Evaluated(log_prob, entropy, grad)
 
     def mode(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.transpose(1, 2).argmax(dim=1)
@@ -96,18 +129,37 @@ class LaneDiagGaussian(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``log p(actions)`` and the entropy, both ``[lanes, batch]``, summed over the action
         dimensions (as ``torch.distributions.Normal`` computes each dimension's)."""
-        log_std = self.log_std.unsqueeze(1)  # [lanes, 1, dim]: the same for every row
-        value = actions.reshape(mean.shape)
+        policy = self.evaluate(mean, actions)
+        return policy.log_prob, policy.entropy
+
+    def evaluate(self, mean: torch.Tensor, actions: torch.Tensor) -> Evaluated:
+        """The log-probabilities of ``actions`` and the entropies, with their gradient (the
+        second gradient is the log standard deviation's, ``[lanes, dim]``)."""
+        log_std = self.log_std.detach().unsqueeze(1)  # [lanes, 1, dim]: the same for every row
+        diff = actions.reshape(mean.shape) - mean
+        inv_var = (-2 * log_std).exp()
         # -(a - mean)^2 / (2 std^2) - log std - log sqrt(2 pi): what depends on the row in two
         # operations over the batch, the rest on [lanes, 1, dim].
-        log_prob = (value - mean).square() * (-0.5 * (-2 * log_std).exp()) - (
-            log_std + LOG_SQRT_2PI
-        )
+        log_prob = diff.square() * (-0.5 * inv_var) - (log_std + LOG_SQRT_2PI)
         # The entropy does not depend on the row: one value per lane, seen for every row.
         entropy = (log_std + (0.5 + LOG_SQRT_2PI)).sum(dim=-1).expand(mean.shape[:2])
-        if self.param_size == 1:  # a sum over one dimension is the value itself
-            return log_prob.squeeze(-1), entropy
-        return log_prob.sum(dim=-1), entropy
+        # (a sum over one dimension is the value itself)
+        log_prob = log_prob.squeeze(-1) if self.param_size == 1 else log_prob.sum(dim=-1)
+
+        def grad(
+            g_log_prob: torch.Tensor, g_entropy: torch.Tensor | None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            # d log p / d mean = (a - mean) / std^2;  d log p / d log std = (a - mean)^2 /
+            # std^2 - 1;  d entropy / d log std = 1 (every dimension, every row).
+            g = g_log_prob.unsqueeze(-1)
+            z = diff * inv_var
+            g_mean = z * g
+            g_log_std = (z.mul_(diff).sub_(1.0).mul_(g)).sum(dim=1)
+            if g_entropy is not None:
+                g_log_std += g_entropy.sum(dim=1, keepdim=True)
+            return g_mean, g_log_std
+
+        return Evaluated(log_prob, entropy, grad)
 
     def mode(self, mean: torch.Tensor) -> torch.Tensor:
         return mean.reshape(*mean.shape[:2], *self.action_shape)

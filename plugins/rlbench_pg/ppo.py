@@ -92,7 +92,7 @@ class PPO(ActorCritic):
         whole = c.batch_size >= samples
         if whole and c.normalize_advantage:  # the same minibatch every epoch: standardise once
             batch.advantages = standardize(batch.advantages)
-        # Each minibatch's losses and log-ratios, detached, for the metrics.
+        # Each minibatch's losses and log-ratios, for the metrics.
         logged: dict[str, list[torch.Tensor]] = {"policy_loss": [], "value_loss": [], "entropy": []}
         log_ratios: list[torch.Tensor] = []
 
@@ -111,38 +111,52 @@ class PPO(ActorCritic):
                 )
             for mb in minibatches:
                 assert mb.log_probs is not None
-                log_prob, entropy = self.dist.log_prob_entropy(self.actor(mb.obs), mb.actions)
-                values = self.value(mb.obs)
+                out = self.forward(mb.obs)
+                policy = self.dist.evaluate(out.params, mb.actions)
+                n = mb.advantages.shape[1]
 
                 advantages = mb.advantages
                 if c.normalize_advantage and not whole:
                     advantages = standardize(advantages)
 
                 # The clipped surrogate: the ratio of new to old probabilities, and its clip.
-                log_ratio = log_prob - mb.log_probs
+                log_ratio = policy.log_prob - mb.log_probs
                 ratio = log_ratio.exp()
                 clipped = ratio.clamp(1 - clip, 1 + clip)
-                surrogate = torch.min(advantages * ratio, advantages * clipped)
-                policy_loss = -surrogate.mean(dim=1)
+                unclipped_term, clipped_term = advantages * ratio, advantages * clipped
+                policy_loss = -torch.min(unclipped_term, clipped_term).mean(dim=1)
+                # Its gradient with respect to log_prob (d ratio / d log_prob = ratio):
+                # -advantage * ratio / n where the unclipped term is the smaller (where
+                # the two are equal the ratio is inside the clip range, or the advantage
+                # is 0), 0 where the clip holds the ratio.
+                grad_log_prob = torch.where(
+                    unclipped_term <= clipped_term, unclipped_term * (-1.0 / n), 0.0
+                )
 
                 if c.clip_range_vf is None:
-                    values_pred = values
+                    values_pred = out.values
                 else:  # keep the new value within clip_range_vf of the old one
-                    values_pred = mb.values + (values - mb.values).clamp(
-                        -c.clip_range_vf, c.clip_range_vf
-                    )
-                value_loss = ((mb.returns - values_pred) ** 2).mean(dim=1)
-                entropy_mean = entropy.mean(dim=1)
+                    change = out.values - mb.values
+                    values_pred = mb.values + change.clamp(-c.clip_range_vf, c.clip_range_vf)
+                error = values_pred - mb.returns
+                value_loss = error.square().mean(dim=1)
+                # vf_coef * value_loss's gradient; none where the value clip holds it.
+                grad_values = error * (2.0 * c.vf_coef / n)
+                if c.clip_range_vf is not None:
+                    grad_values = torch.where(change.abs() <= c.clip_range_vf, grad_values, 0.0)
 
-                loss = policy_loss + c.vf_coef * value_loss
-                if c.ent_coef:  # (with 0, the entropy's gradient is left out, not multiplied)
-                    loss = loss - c.ent_coef * entropy_mean
-                self.gradient_step(loss, lr)
+                # -ent_coef * the mean entropy (with ent_coef 0 its gradient is left out).
+                entropy_mean = policy.entropy.mean(dim=1)
+                grad_entropy = (
+                    torch.full_like(policy.entropy, -c.ent_coef / n) if c.ent_coef else None
+                )
+                grad_params, grad_log_std = policy.grad(grad_log_prob, grad_entropy)
+                self.gradient_step(out, grad_params, grad_values, grad_log_std, lr)
 
-                logged["policy_loss"].append(policy_loss.detach())
-                logged["value_loss"].append(value_loss.detach())
-                logged["entropy"].append(entropy_mean.detach())
-                log_ratios.append(log_ratio.detach())
+                logged["policy_loss"].append(policy_loss)
+                logged["value_loss"].append(value_loss)
+                logged["entropy"].append(entropy_mean)
+                log_ratios.append(log_ratio)
 
         with torch.no_grad():
             # Means over minibatches (as SB3 logs them); approx_kl and clip_fraction over all
