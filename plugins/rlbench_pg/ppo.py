@@ -102,11 +102,12 @@ class PPO(ActorCritic):
                 # change nothing but the order of its sums.
                 minibatches: Iterable[Batch] = (batch,)
             else:
-                # Each lane's own shuffle of its samples, from its own generator.
+                # Each lane's own shuffle of its samples, from its own generator, applied
+                # once per epoch; the minibatches are its consecutive slices.
                 order = np.stack([rng.permutation(samples) for rng in self.context.lane_rngs])
-                order_t = torch.as_tensor(order, device=batch.advantages.device)
+                shuffled = batch.take(torch.as_tensor(order, device=batch.advantages.device))
                 minibatches = (
-                    batch.take(order_t[:, start : start + c.batch_size])
+                    shuffled.rows(start, start + c.batch_size)
                     for start in range(0, samples, c.batch_size)
                 )
             for mb in minibatches:

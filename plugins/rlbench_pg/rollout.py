@@ -65,8 +65,27 @@ class Batch:
 
     def take(self, index: torch.Tensor) -> Batch:
         """The samples at ``index`` (``[lanes, k]``: row ``k`` indexes lane ``k``'s)."""
-        lane = torch.arange(index.shape[0], device=index.device).unsqueeze(1)
-        return Batch(*(None if f is None else f[lane, index] for f in self.fields()))
+        lanes, k = index.shape
+        n = self.advantages.shape[1]
+        # One index into the lanes' samples laid end to end: index_select along one
+        # dimension is a plain gather (advanced indexing with two index tensors costs
+        # several times more per field).
+        lane_start = torch.arange(0, lanes * n, n, device=index.device).unsqueeze(1)
+        flat = (index + lane_start).view(-1)
+        return Batch(
+            *(
+                None
+                if f is None
+                else f.reshape(lanes * n, *f.shape[2:])
+                .index_select(0, flat)
+                .view(lanes, k, *f.shape[2:])
+                for f in self.fields()
+            )
+        )
+
+    def rows(self, start: int, stop: int) -> Batch:
+        """Samples ``start`` to ``stop`` of every lane (views)."""
+        return Batch(*(None if f is None else f[:, start:stop] for f in self.fields()))
 
     def fields(self) -> tuple[torch.Tensor | None, ...]:
         return (self.obs, self.actions, self.values, self.log_probs, self.advantages, self.returns)
