@@ -125,9 +125,9 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> torch.T
     """``1 - Var(target - predicted) / Var(target)`` per lane (``[lanes, samples]`` in,
     ``[lanes]`` out); 0 where the targets do not vary (SB3 logs NaN there, which rlbench would
     count as divergence)."""
-    var_target = lane_var(target, dim=1)
-    ratio = lane_var(target - predicted, dim=1) / var_target
-    return torch.where(var_target > 0, 1 - ratio, torch.zeros_like(ratio))
+    # Both variances in one pass: [lanes, 2, samples].
+    var_target, var_error = lane_var(torch.stack([target, target - predicted], 1), 2).unbind(1)
+    return torch.where(var_target > 0, 1 - var_error / var_target, 0.0)
 
 
 def flat_size(space: gym.Space) -> int:
