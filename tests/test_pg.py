@@ -220,6 +220,31 @@ def test_lane_optimizer_steps_each_lane_as_alone():
         assert torch.equal(results[0], results[1]), kind
 
 
+@pytest.mark.parametrize("kind", ["adam", "rmsprop"])
+def test_lane_optimizer_steps_as_torchs_optimizer(kind):
+    """One lane's step is torch.optim.Adam(fused=True)'s or RMSprop(foreach=True)'s (as SB3's
+    A2C configures it), bit for bit, learning rate changing at every step."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(1, 37, generator=g)
+    ours = torch.nn.Parameter(start.clone())
+    params = LaneParameters([ours])
+    optimizer = LaneOptimizer(params, kind, eps=1e-5)
+    theirs = torch.nn.Parameter(start.clone())
+    if kind == "adam":
+        reference = torch.optim.Adam([theirs], lr=1.0, eps=1e-5, fused=True)
+    else:
+        reference = torch.optim.RMSprop([theirs], lr=1.0, alpha=0.99, eps=1e-5, foreach=True)
+    for i in range(5):
+        target = torch.sin(start * (i + 1))
+        params.backward(((ours - target) ** 2).sum(dim=1))
+        optimizer.step(1e-2 / (i + 1))
+        theirs.grad = torch.autograd.grad(((theirs - target) ** 2).sum(), theirs)[0]
+        for group in reference.param_groups:
+            group["lr"] = 1e-2 / (i + 1)
+        reference.step()
+        assert torch.equal(ours.detach(), theirs.detach()), (kind, i)
+
+
 LANE_SUITE = """
 name = "pg-lanes"
 seeds = [0, 1, 2]

@@ -20,8 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from torch.optim.adam import adam
-from torch.optim.rmsprop import rmsprop
 
 OptimizerName = Literal["adam", "rmsprop"]
 
@@ -68,9 +66,10 @@ class LaneOptimizer:
     the way Stable-Baselines3's A2C uses it) on :class:`LaneParameters`, each lane on its own.
 
     The learning rate is given at every :meth:`step`, so that a schedule needs no optimizer
-    bookkeeping. Both call torch's own functional optimizers (``torch.optim.adam.adam`` with
-    the fused kernel, ``torch.optim.rmsprop.rmsprop`` with its foreach kernels) on the lanes'
-    rows of the parameters, gradients and moments.
+    bookkeeping. Both run torch's own kernels (Adam's fused kernel, RMSprop's foreach
+    operations) on the lanes' rows of the parameters, gradients and moments: a lane steps
+    exactly as ``torch.optim.Adam(fused=True)`` or ``torch.optim.RMSprop(foreach=True)``
+    steps its parameters (``tests/test_pg.py``).
     """
 
     def __init__(
@@ -100,42 +99,41 @@ class LaneOptimizer:
 
     @torch.no_grad()
     def step(self, lr: float) -> None:
-        """One step of every lane from the gradients in ``params.grad``."""
+        """One step of every lane from the gradients in ``params.grad``: the kernels
+        ``torch.optim.adam.adam(fused=True)`` and ``torch.optim.rmsprop.rmsprop(foreach=True)``
+        run, called directly (their functional wrappers group the tensors by device and
+        dtype on every call: 23 µs of a 30 µs Adam step, 40 of a 76 µs RMSprop step, for
+        one lane's row)."""
         self.steps += 1
+        torch._foreach_add_(self._step_tensors, 1)
         if self.kind == "adam":
             beta1, beta2 = self.betas
-            adam(
+            torch._fused_adam_(
                 self._rows,
                 self._grad_rows,
                 self._moment_rows["exp_avg"],
                 self._moment_rows["exp_avg_sq"],
                 [],
                 self._step_tensors,
-                fused=True,
-                amsgrad=False,
+                lr=lr,
                 beta1=beta1,
                 beta2=beta2,
-                lr=lr,
                 weight_decay=0.0,
                 eps=self.eps,
+                amsgrad=False,
                 maximize=False,
+                grad_scale=None,
+                found_inf=None,
             )
-        else:
-            rmsprop(
-                self._rows,
-                self._grad_rows,
-                self._moment_rows["square_avg"],
-                [],
-                [],
-                self._step_tensors,
-                foreach=True,
-                lr=lr,
-                alpha=self.alpha,
-                eps=self.eps,
-                weight_decay=0.0,
-                momentum=0.0,
-                centered=False,
+        else:  # torch's _multi_tensor_rmsprop without momentum, not centered
+            square_avg = self._moment_rows["square_avg"]
+            torch._foreach_mul_(square_avg, self.alpha)
+            torch._foreach_addcmul_(
+                square_avg, self._grad_rows, self._grad_rows, value=1 - self.alpha
             )
+            avg = torch._foreach_sqrt(square_avg)
+            torch._foreach_add_(avg, self.eps)
+            torch._foreach_addcdiv_(self._rows, self._grad_rows, avg, value=-lr)
 
     def state_dict(self) -> dict[str, Any]:
         """Every lane's moments (one list per moment of ``[lanes, ...]`` tensors, one per
