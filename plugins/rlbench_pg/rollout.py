@@ -131,6 +131,10 @@ class Rollout:
         self.actions = torch.zeros((*shape, *action_shape), dtype=action_dtype, device=device)
         self.rewards = torch.zeros(shape, device=device)
         self.dones = torch.zeros(shape, device=device)
+        # Each step's slice of each field, made once (indexing a tensor costs more than
+        # the copy into it).
+        fields = (self.obs, self.actions, self.rewards, self.dones)
+        self._steps = list(zip(*(f.unbind(0) for f in fields), strict=True))
         self.position = 0
 
     @property
@@ -144,11 +148,11 @@ class Rollout:
         the truncation bootstrap: ``r + gamma * V(final observation)`` where the episode was
         cut off by a time limit (Stable-Baselines3 does this; a terminated step keeps ``r``).
         """
-        t = self.position
-        self.obs[t] = obs
-        self.actions[t] = actions
-        self.rewards[t] = rewards
-        self.dones[t] = dones
+        step_obs, step_actions, step_rewards, step_dones = self._steps[self.position]
+        step_obs.copy_(obs)
+        step_actions.copy_(actions)
+        step_rewards.copy_(rewards)
+        step_dones.copy_(dones)
         self.position += 1
 
     def samples(self) -> tuple[torch.Tensor, torch.Tensor]:
