@@ -9,7 +9,9 @@ A2C defaults: n_steps 5, gamma 0.99, gae_lambda 1.0, learning_rate 7e-4 (constan
 MLPs 64-64 for actor and critic.
 
 Acting, the rollout, its truncation bootstrap and GAE are in :mod:`rlbench_pg.actor_critic`;
-this file is the update. Every tensor below is ``[lanes, ...]`` (a single run is one lane).
+this file is the update. Every tensor below is ``[lanes, ...]`` (a single run is one lane);
+each loss term is followed by its gradient, computed by hand (see
+:mod:`rlbench_pg.actor_critic`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,16 @@ orthogonal initialisation), its losses are summed with the others' (never averag
 gradients clipped on their own and its optimizer step computed on its own slice of every
 parameter (:mod:`rlbench_pg.optim`), so that lane ``k`` computes what a one-lane run of seed
 ``k`` computes. A subclass defines its config, its optimizer and :meth:`ActorCritic.update`.
+
+Gradients are computed by hand, not by autograd: an update writes its loss, and next to it
+the loss's gradient with respect to the log-probabilities, entropies and values (a line or
+two each, derived in comments); the distribution maps those to the actor's output
+(:meth:`rlbench_pg.distributions.LaneCategorical.evaluate`), and each network
+backpropagates them (:meth:`rlbench.lanes.StackedNetwork.backprop`: by hand through a stacked
+MLP, through autograd for any other network). For networks this small the time goes to the
+number of tensor operations, not to arithmetic, and autograd's graph of a PPO minibatch has
+about twice as many. ``tests/test_pg_gradients.py`` checks every term and option against
+autograd's gradient of the loss written as Stable-Baselines3 writes it.
 """
 
 from __future__ import annotations

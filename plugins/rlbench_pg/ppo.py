@@ -9,7 +9,8 @@ critic).
 
 Acting, the rollout, its truncation bootstrap and GAE are in :mod:`rlbench_pg.actor_critic`;
 this file is the update. Like every built-in agent it trains several seeds at once as lanes
-(a single run is one lane): every tensor below is ``[lanes, ...]``.
+(a single run is one lane): every tensor below is ``[lanes, ...]``. Each loss term is
+followed by its gradient, computed by hand (see :mod:`rlbench_pg.actor_critic`).
 """
 
 from __future__ import annotations
