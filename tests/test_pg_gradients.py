@@ -2,7 +2,8 @@
 respect to the networks' outputs, then backpropagation through the stacked MLPs without
 autograd): checked here against autograd on the losses written as Stable-Baselines3 writes
 them, for every term and option (clipped surrogate, value clipping, entropy, categorical and
-Gaussian policies, tanh and ReLU networks, networks autograd must handle)."""
+Gaussian policies, tanh and ReLU networks, and networks autograd backpropagates: ELU
+layers, a network the stacked fast path does not take)."""
 
 from __future__ import annotations
 
@@ -134,7 +135,7 @@ def ppo_reference_loss(agent, batch: Batch, c: PPOConfig) -> torch.Tensor:
     return policy_loss + c.ent_coef * -entropy.mean(1) + c.vf_coef * value_loss
 
 
-@pytest.mark.parametrize("network", ["tanh", "relu", "residual"])
+@pytest.mark.parametrize("network", ["tanh", "relu", "elu", "residual"])
 @pytest.mark.parametrize(
     "space", [gym.spaces.Discrete(3), gym.spaces.Box(-1, 1, (2,))], ids=["discrete", "box"]
 )
@@ -154,7 +155,7 @@ def test_ppo_gradient_is_the_autograd_gradient_of_sb3s_loss(network, space, opti
     assert got.abs().sum() > 0
 
 
-@pytest.mark.parametrize("network", ["tanh", "relu", "residual"])
+@pytest.mark.parametrize("network", ["tanh", "relu", "elu", "residual"])
 @pytest.mark.parametrize(
     "space", [gym.spaces.Discrete(2), gym.spaces.Box(-1, 1, (1,))], ids=["discrete", "box"]
 )
@@ -183,13 +184,13 @@ def test_a2c_gradient_is_the_autograd_gradient_of_sb3s_loss(network, space, ent_
     )
 
 
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
 @pytest.mark.parametrize("rows", [1, 7, 600])
 @pytest.mark.parametrize("n_out", [1, 2, 40])
 def test_stacked_backprop_is_autograds(activation, rows, n_out):
     """Every layer kind of the stacked fast path (wide, narrow, a value head, one row, the
     in-place tanh and the narrow product from their thresholds on) backpropagates as
-    autograd does."""
+    autograd does; an activation without a hand-written gradient (ELU) through autograd."""
     torch.manual_seed(0)
     config = MLPConfig(hidden_sizes=[32, 16], activation=activation)
     net = stack_networks([build_mlp(5, n_out, config) for _ in range(3)])
