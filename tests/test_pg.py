@@ -91,7 +91,14 @@ def test_diagonal_gaussian_matches_torch_distributions():
     assert torch.equal(dist.mode(mean), mean)
 
 
-def make_agent(agent_cls, config, action_space, lanes=1, obs_size=3):
+def make_agent(agent_cls, config, action_space, lanes=1, obs_size=3, make_networks=None):
+    """An agent on a Box observation space of ``obs_size``; its networks from
+    ``make_networks(in, out)`` (one per lane), MLPs 8 wide by default."""
+    if make_networks is None:
+
+        def make_networks(i, o):
+            return [build_mlp(i, o, MLPConfig(hidden_sizes=[8])) for _ in range(lanes)]
+
     context = AgentContext(
         observation_space=gym.spaces.Box(-np.inf, np.inf, shape=(obs_size,), dtype=np.float32),
         action_space=action_space,
@@ -100,13 +107,11 @@ def make_agent(agent_cls, config, action_space, lanes=1, obs_size=3):
         seed=0,
         rng=np.random.default_rng(0),
         total_steps=1_000,
-        make_network=lambda i, o: build_mlp(i, o, MLPConfig(hidden_sizes=[8])),
+        make_network=lambda i, o: make_networks(i, o)[0],
         lanes=lanes,
         lane_seeds=tuple(range(lanes)),
         lane_rngs=tuple(np.random.default_rng(k) for k in range(lanes)),
-        make_lane_networks=lambda i, o: [
-            build_mlp(i, o, MLPConfig(hidden_sizes=[8])) for _ in range(lanes)
-        ],
+        make_lane_networks=make_networks,
     )
     return agent_cls(config, context)
 

@@ -8,7 +8,6 @@ layers, a network the stacked fast path does not take)."""
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 import pytest
 import torch
 from rlbench_mlp import MLPConfig, build_mlp
@@ -16,9 +15,9 @@ from rlbench_pg.a2c import A2C, A2CConfig
 from rlbench_pg.actor_critic import standardize
 from rlbench_pg.ppo import PPO, PPOConfig
 from rlbench_pg.rollout import Batch
+from test_pg import make_agent as make_pg_agent
 from torch import nn
 
-from rlbench import AgentContext
 from rlbench.lanes import StackedSequential, VmappedNetwork, stack_networks
 
 LANES, OBS = 2, 3
@@ -45,21 +44,14 @@ def networks(kind: str, n_in: int, n_out: int) -> list[nn.Module]:
 
 
 def make_agent(agent_cls, config, action_space, network="tanh"):
-    context = AgentContext(
-        observation_space=gym.spaces.Box(-np.inf, np.inf, shape=(OBS,), dtype=np.float32),
-        action_space=action_space,
-        num_envs=config.num_envs,
-        device=torch.device("cpu"),
-        seed=0,
-        rng=np.random.default_rng(0),
-        total_steps=1_000,
-        make_network=lambda i, o: networks(network, i, o)[0],
+    agent = make_pg_agent(
+        agent_cls,
+        config,
+        action_space,
         lanes=LANES,
-        lane_seeds=tuple(range(LANES)),
-        lane_rngs=tuple(np.random.default_rng(k) for k in range(LANES)),
-        make_lane_networks=lambda i, o: networks(network, i, o),
+        obs_size=OBS,
+        make_networks=lambda i, o: networks(network, i, o),
     )
-    agent = agent_cls(config, context)
     if network == "residual":
         assert isinstance(agent.actor, VmappedNetwork)
     else:
