@@ -219,7 +219,8 @@ def test_lane_optimizer_steps_each_lane_as_alone():
             params = LaneParameters([param])
             opt = LaneOptimizer(params, kind, eps=1e-5)
             for i in range(4):
-                params.backward((param * torch.sin(base[:lanes] * (i + 1))).sum(dim=1))
+                # The gradient of (param * sin(base * (i + 1))).sum(dim=1), each lane's.
+                params.grad.copy_(torch.sin(base[:lanes] * (i + 1)))
                 opt.step(1e-2)
             results.append(param.detach()[:1])
         assert torch.equal(results[0], results[1]), kind
@@ -241,7 +242,7 @@ def test_lane_optimizer_steps_as_torchs_optimizer(kind):
         reference = torch.optim.RMSprop([theirs], lr=1.0, alpha=0.99, eps=1e-5, foreach=True)
     for i in range(5):
         target = torch.sin(start * (i + 1))
-        params.backward(((ours - target) ** 2).sum(dim=1))
+        params.grad.copy_(torch.autograd.grad(((ours - target) ** 2).sum(), ours)[0])
         optimizer.step(1e-2 / (i + 1))
         theirs.grad = torch.autograd.grad(((theirs - target) ** 2).sum(), theirs)[0]
         for group in reference.param_groups:

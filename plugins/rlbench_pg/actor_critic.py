@@ -221,7 +221,7 @@ class ActorCritic(LaneAgent):
             [*self.actor.parameters(), *self.critic.parameters(), *self.dist.parameters()]
         )
         # Each network's (and the distribution's) gradients: views of lane_params.grad.
-        grads = self.lane_params.views(self.lane_params.grad)
+        grads = self.lane_params.grad_views
         n_actor = len(list(self.actor.parameters()))
         n_critic = len(list(self.critic.parameters()))
         self._grad_views = (

@@ -27,8 +27,9 @@ OptimizerName = Literal["adam", "rmsprop"]
 class LaneParameters:
     """``params`` (each ``[lanes, ...]``) moved into one buffer :attr:`flat` ``[lanes, size]``:
     each parameter's data becomes a view of its columns (the same ``nn.Parameter`` objects, so
-    the modules holding them, their ``state_dict`` and ``load_state_dict`` are unchanged), and
-    their gradients are gathered into :attr:`grad`, of the same layout, by :meth:`backward`.
+    the modules holding them, their ``state_dict`` and ``load_state_dict`` are unchanged).
+    Their gradients go into :attr:`grad`, of the same layout: :attr:`grad_views` is one view
+    of it per parameter.
     """
 
     def __init__(self, params: Sequence[torch.nn.Parameter]) -> None:
@@ -43,7 +44,7 @@ class LaneParameters:
         for p, view in zip(self.params, self.views(self.flat), strict=True):
             view.copy_(p.detach())
             p.data = view
-        self._grad_views = self.views(self.grad)
+        self.grad_views = self.views(self.grad)
 
     def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """``flat`` (``[lanes, size]``, laid out as :attr:`flat`) cut into one view per
@@ -53,12 +54,6 @@ class LaneParameters:
             views.append(flat[:, start : start + size].view(p.shape))
             start += size
         return views
-
-    def backward(self, loss: torch.Tensor) -> None:
-        """Every lane's gradient of its own loss (``loss`` ``[lanes]``: the sum's gradient is
-        each lane's own), written to :attr:`grad`."""
-        grads = torch.autograd.grad(loss, self.params, torch.ones_like(loss))
-        torch._foreach_copy_(self._grad_views, grads)
 
 
 class LaneOptimizer:
