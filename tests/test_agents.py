@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 from rlbench_dqn.exploration import lane_epsilon_greedy, linear_schedule
-from rlbench_dqn.replay import LaneReplayBuffer
 from rlbench_dqn.td import td_targets
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench import AgentContext, LaneAgent, Transition
+from rlbench.lanes import LaneReplayBuffer
 
 AGENTS = ["naive_dqn", "target_dqn", "replay_dqn", "dqn"]
 

@@ -16,12 +16,12 @@ from conftest import rlbench_cmd
 from rlbench_mlp import MLPConfig, build_mlp
 from rlbench_pg.a2c import A2C, A2CConfig
 from rlbench_pg.distributions import LaneCategorical, LaneDiagGaussian
-from rlbench_pg.optim import LaneOptimizer, LaneParameters
 from rlbench_pg.ppo import PPO, PPOConfig
 from rlbench_pg.rollout import gae
 from test_lanes import assert_same_state, run_files
 
 from rlbench import AgentContext, Transition
+from rlbench.lanes import LaneOptimizer, LaneParameters
 from rlbench.runspec import expand
 from rlbench.suite import load_suite
 from rlbench.training import execute_lanes, execute_run

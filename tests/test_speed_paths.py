@@ -23,10 +23,10 @@ from rlbench_dqn.dqn import DQN, DQNConfig
 from rlbench_dqn.exploration import lane_epsilon_greedy
 from rlbench_dqn.fastpath import FusedAdam
 from rlbench_dqn.qagent import lane_clip_grad_norm
-from rlbench_dqn.replay import LaneReplayBuffer
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench import AgentContext, Transition
+from rlbench.lanes import LaneReplayBuffer
 from rlbench.runspec import expand
 from rlbench.suite import load_suite
 from rlbench.training import execute_run

@@ -4,10 +4,16 @@ The reference the blog-post variants are measured against. Defaults are RL Zoo's
 CartPole-v1 settings for Stable-Baselines3's DQN, which solve CartPole in 50k steps.
 
 Like every built-in DQN it trains several seeds at once as lanes of one batched computation
-(stacked networks, one replay buffer and random stream per lane; :mod:`rlbench_dqn.qagent`),
-and a single run is one lane. The lane dimension is a leading batch dimension that every
-tensor below carries (``[lanes, batch, ...]``); the maths works on the last dimensions, so
-it reads as the single-seed algorithm.
+(stacked networks, one replay buffer and random stream per lane; :mod:`rlbench.lanes`), and a
+single run is one lane. The lane dimension is a leading batch dimension that every tensor
+below carries (``[lanes, batch, ...]``); the maths works on the last dimensions, so it reads
+as the single-seed algorithm.
+
+Read :func:`reference_loss` first: the loss in plain autograd, as CleanRL's ``dqn.py`` writes
+it. :meth:`DQN.train_phase` computes the same loss's gradient by hand (the loss's derivative
+with respect to the taken action's Q-value, backpropagated through the stacked MLP without
+autograd: about half the tensor operations of autograd's graph), and
+``tests/test_dqn_gradients.py`` holds it to :func:`reference_loss`'s gradient.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer
+from torch import nn
+from torch.nn import functional as F
 
 from rlbench import AgentConfig, AgentContext, Transition
+from rlbench.lanes import LaneReplayBuffer, ReplaySample
 from rlbench_dqn.config import Fraction, LearningRate, LinearEpsilonConfig
 from rlbench_dqn.qagent import QAgent
-from rlbench_dqn.replay import LaneReplayBuffer, ReplaySample
-from rlbench_dqn.td import LossName, lane_td_loss, td_targets
+from rlbench_dqn.td import LossName, lane_td_loss_and_grad, td_targets
 
 #: A training phase gathers its minibatches in chunks of at most this many rows and bytes of
 #: replay (one chunk with the CartPole defaults: 128 minibatches of 64).
@@ -83,6 +91,29 @@ class DQNConfig(LinearEpsilonConfig):
         if not self.random_actions_before_learning:
             data.pop("random_actions_before_learning", None)
         return data
+
+
+def reference_loss(
+    q_network: nn.Module,
+    target_network: nn.Module,
+    batch: ReplaySample,
+    gamma: float,
+    loss: LossName = "huber",
+) -> torch.Tensor:
+    """DQN's loss on one lane's minibatch, in plain autograd: the reference that
+    :meth:`DQN.train_phase`'s hand-computed gradient is tested against.
+
+    ``batch`` holds one lane's transitions (``obs`` ``[batch, obs_size]``, ``action``,
+    ``reward`` and ``terminated`` ``[batch]``); the networks are that lane's own
+    ``nn.Module``s. The target bootstraps through truncation, not termination (a time limit
+    is not a terminal state), and carries no gradient."""
+    with torch.no_grad():
+        next_q_max = target_network(batch.next_obs).max(dim=1).values
+        td_target = batch.reward + gamma * next_q_max * (~batch.terminated).float()
+    q_taken = q_network(batch.obs).gather(1, batch.action.long().unsqueeze(1)).squeeze(1)
+    if loss == "mse":
+        return F.mse_loss(q_taken, td_target)
+    return F.smooth_l1_loss(q_taken, td_target)
 
 
 class DQN(QAgent[DQNConfig]):
@@ -151,21 +182,29 @@ class DQN(QAgent[DQNConfig]):
         self.phase_gradient_steps = since_boundary if c.gradient_steps == -1 else c.gradient_steps
         return self.train_phase()
 
+    @torch.no_grad()
     def train_phase(self) -> Mapping[str, Any]:
         """``phase_gradient_steps`` minibatch steps on uniformly sampled replay; the metrics
-        are each lane's mean loss over the phase."""
+        are each lane's mean loss over the phase.
+
+        Each step is :func:`reference_loss`'s gradient step, computed by hand: the forward
+        pass keeps what backpropagation needs, the loss's gradient with respect to the
+        Q-values is ``dloss/dq_taken`` at the taken action and 0 elsewhere, and the network
+        backpropagates it into ``q_params.grad`` (:meth:`rlbench.lanes.StackedNetwork.
+        backprop`: by hand through an MLP, autograd through any other network)."""
         c = self.config
         total_loss = torch.zeros(self.lanes, device=self.buffer.obs.device)
         for minibatch, target in self.phase_minibatches():
-            q_taken = self.q_taken(minibatch.obs, minibatch.action)
             if target is None:  # targets that read the online network: this step's
-                with torch.no_grad():
-                    target = self.targets(
-                        minibatch.reward, minibatch.next_obs, minibatch.terminated
-                    )
-            loss = lane_td_loss(q_taken, target, c.loss)
-            self.gradient_step(loss, c.max_grad_norm)
-            total_loss += loss.detach()
+                target = self.targets(minibatch.reward, minibatch.next_obs, minibatch.terminated)
+            q_values, saved = self.q.forward_for_backprop(minibatch.obs)  # [lanes, batch, A]
+            action = minibatch.action.unsqueeze(-1)
+            q_taken = q_values.gather(-1, action).squeeze(-1)
+            loss, grad_q_taken = lane_td_loss_and_grad(q_taken, target, c.loss)
+            grad_q = torch.zeros_like(q_values).scatter_(-1, action, grad_q_taken.unsqueeze(-1))
+            self.q.backprop(saved, grad_q, self.q_params.grad_views)
+            self.apply_gradients(c.max_grad_norm)
+            total_loss += loss
         return self.metrics(total_loss / self.phase_gradient_steps)
 
     def targets(

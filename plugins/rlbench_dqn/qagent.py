@@ -1,10 +1,11 @@
-"""The Q-agent base of the DQN family: networks stacked over the lanes, fused Adam,
+"""The Q-agent base of the DQN family: networks stacked over the lanes, Adam,
 epsilon-greedy acting, target syncs, per-lane gradient steps, and saving all of it.
 
-Every built-in DQN is a :class:`rlbench.LaneAgent`: it trains several seeds (lanes) as one
-batched computation, and a single run is one lane. So every tensor here carries the lane
-dimension first (``[lanes, ...]``), and every operation keeps the lanes apart: lane ``k``
-computes exactly what a one-lane agent of seed ``k`` does (see :mod:`rlbench.lanes`).
+Every built-in DQN is a :class:`rlbench.LaneAgent` built on the public lane toolkit
+(:mod:`rlbench.lanes`): it trains several seeds (lanes) as one batched computation, and a
+single run is one lane. So every tensor here carries the lane dimension first (``[lanes,
+...]``), and every operation keeps the lanes apart: lane ``k`` computes exactly what a
+one-lane agent of seed ``k`` does.
 """
 
 from __future__ import annotations
@@ -18,18 +19,26 @@ import gymnasium as gym
 import torch
 
 from rlbench import AgentContext, LaneAgent, Transition
-from rlbench.lanes import lane_slice, stack_networks
+from rlbench.lanes import (
+    LaneOptimizer,
+    LaneParameters,
+    flat_size,
+    hard_update,
+    lane_clip_grad_norm,
+    lane_slice,
+    stack_networks,
+)
 from rlbench_dqn.config import QAgentConfig
 from rlbench_dqn.exploration import lane_epsilon_greedy
-from rlbench_dqn.fastpath import adam
-from rlbench_dqn.spaces import discrete_actions, flat_size
+from rlbench_dqn.spaces import discrete_actions
 
 QConfigT = TypeVar("QConfigT", bound=QAgentConfig)
 
 
 class QAgent(LaneAgent[QConfigT]):
     """What every agent of the family shares: an online Q-network (and, with
-    ``target_network=True``, a frozen copy for targets), stacked over the lanes; fused Adam;
+    ``target_network=True``, a frozen copy for targets), stacked over the lanes; Adam
+    (:class:`rlbench.lanes.LaneOptimizer`, torch's defaults: betas 0.9 and 0.999, eps 1e-8);
     epsilon-greedy acting; and saving/loading all of it. Subclasses define their config (a
     :class:`~rlbench_dqn.config.QAgentConfig`), their exploration schedule
     (:meth:`exploration`) and :meth:`observe`."""
@@ -51,19 +60,17 @@ class QAgent(LaneAgent[QConfigT]):
             flat_size(context.observation_space), self.num_actions
         )
         self.q = stack_networks(networks)
+        # The online parameters in one [lanes, size] buffer (rlbench.lanes.optim); the target
+        # network's in one of the same layout, so that a sync is one copy.
+        self.q_params = LaneParameters(self.q.parameters())
         self.q_target = copy.deepcopy(self.q).requires_grad_(False) if target_network else None
-        self.optimizer = adam(self.q.parameters(), config.learning_rate, lanes=context.lanes)
-        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        self.steps = 0
-        # (target tensor, online tensor) for every parameter and buffer: a sync is a copy
-        # of each, as load_state_dict does, without its per-call key matching.
-        self.sync_pairs = (
-            list(
-                zip(self.q_target.state_dict().values(), self.q.state_dict().values(), strict=True)
-            )
+        self.target_params = (
+            LaneParameters(self.q_target.parameters(), grad=False)
             if self.q_target is not None
-            else []
+            else None
         )
+        self.optimizer = LaneOptimizer(self.q_params, "adam", eps=1e-8)
+        self.steps = 0
 
     @property
     def lanes(self) -> int:
@@ -94,21 +101,24 @@ class QAgent(LaneAgent[QConfigT]):
             self.sync_target()
 
     def sync_target(self) -> None:
-        """Copy the online network's parameters and buffers into the target network."""
-        with torch.no_grad():
-            for target, online in self.sync_pairs:
-                target.copy_(online)
+        """Copy the online network's parameters into the target network."""
+        assert self.target_params is not None
+        hard_update(self.target_params, self.q_params)
 
     def gradient_step(self, loss: torch.Tensor, max_grad_norm: float | None = None) -> None:
-        """One optimizer step of every lane on its own loss (``loss`` is ``[lanes]``): what
-        ``zero_grad(set_to_none=True)``, ``backward``, ``clip_grad_norm_`` and ``step`` do,
-        per lane, with less Python around them."""
-        for p in self.params:
-            p.grad = None
+        """One optimizer step of every lane on its own loss (``loss`` is ``[lanes]``, built
+        with autograd): what ``zero_grad``, ``backward``, ``clip_grad_norm_`` and ``step`` do,
+        per lane."""
+        self.q_params.zero_grad()
         loss.backward(torch.ones_like(loss))  # the gradient of loss.sum(), one node fewer
+        self.apply_gradients(max_grad_norm)
+
+    def apply_gradients(self, max_grad_norm: float | None = None) -> None:
+        """Clip each lane's gradients (in ``q_params.grad``) to ``max_grad_norm`` and take
+        one Adam step of every lane."""
         if max_grad_norm is not None:
-            lane_clip_grad_norm(self.params, max_grad_norm)
-        self.optimizer.fused_step()
+            lane_clip_grad_norm(self.q_params.grad, max_grad_norm)
+        self.optimizer.step(self.config.learning_rate)
 
     def metrics(self, loss: torch.Tensor) -> dict[str, list[float]]:
         """Each lane's loss and exploration rate, as :meth:`observe` returns them."""
@@ -133,27 +143,20 @@ class QAgent(LaneAgent[QConfigT]):
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.q.load_state_dict(state["q_network"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(_lane_optimizer_state(state["optimizer"]))
         self.steps = int(state["steps"])
         if self.q_target is not None:
             self.q_target.load_state_dict(state["target_network"])
 
 
-def lane_clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> None:
-    """``torch.nn.utils.clip_grad_norm_`` of each lane's own parameters: parameters are
-    stacked ``[lanes, ...]``, and lane ``k``'s gradients are scaled by ``max_norm / (norm_k +
-    1e-6)`` (at most 1), ``norm_k`` the global norm of lane ``k``'s gradients alone (the
-    norm of its per-tensor norms, as torch computes it). When no lane needs clipping the
-    gradients are left alone (multiplying by 1 would not change them)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    lanes = grads[0].shape[0]
-    with torch.no_grad():
-        norms = [torch.linalg.vector_norm(g.reshape(lanes, -1), dim=1) for g in grads]
-        total = torch.linalg.vector_norm(torch.stack(norms, 1), dim=1)
-        coef = (total + 1e-6).reciprocal_().mul_(float(max_norm)).clamp_(max=1.0)
-        if coef.device.type == "cpu" and bool((coef == 1.0).all()):
-            return
-        for g in grads:
-            g.mul_(coef.view(-1, *([1] * (g.dim() - 1))))
+def _lane_optimizer_state(state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A :class:`~rlbench.lanes.LaneOptimizer` state; a ``torch.optim.Adam`` state (what
+    rlbench 0.1's DQNs saved, one entry per parameter in order) is converted to it."""
+    if "state" not in state:
+        return state
+    entries = [state["state"][i] for i in sorted(state["state"])]
+    return {
+        "steps": int(entries[0]["step"]) if entries else 0,
+        "exp_avg": [e["exp_avg"] for e in entries],
+        "exp_avg_sq": [e["exp_avg_sq"] for e in entries],
+    }

@@ -13,9 +13,9 @@ import torch
 from pydantic import Field
 
 from rlbench import AgentConfig, AgentContext, Transition
+from rlbench.lanes import LaneReplayBuffer
 from rlbench_dqn.config import Discount, Fraction, LearningRate, QAgentConfig
 from rlbench_dqn.qagent import QAgent
-from rlbench_dqn.replay import LaneReplayBuffer
 from rlbench_dqn.td import LossName, lane_td_loss, td_targets
 
 

@@ -1,9 +1,6 @@
-"""What the Q agents need to know about gymnasium spaces: how many discrete actions, and how
-many numbers one observation flattens to."""
+"""What the Q agents need to know about gymnasium spaces: how many discrete actions."""
 
 from __future__ import annotations
-
-import math
 
 import gymnasium as gym
 
@@ -17,7 +14,3 @@ def discrete_actions(agent_name: str, space: gym.Space) -> int:
         )
     return int(space.n)
 
-
-def flat_size(space: gym.Space) -> int:
-    """Numbers in one observation of ``space`` (its shape's product; 1 for a scalar)."""
-    return int(math.prod(space.shape or (1,)))

@@ -23,6 +23,7 @@ import torch
 from pydantic import Field
 
 from rlbench import AgentConfig
+from rlbench.lanes import LaneOptimizer
 from rlbench_pg.actor_critic import (
     ActorCritic,
     ActorCriticConfig,
@@ -30,7 +31,6 @@ from rlbench_pg.actor_critic import (
     scheduled,
     standardize,
 )
-from rlbench_pg.optim import LaneOptimizer
 from rlbench_pg.rollout import Batch
 
 

@@ -6,7 +6,7 @@ a single run is one lane, so every tensor carries the lane dimension first. Lane
 randomness comes only from ``context.lane_rngs[k]`` (action noise, minibatch order, the
 orthogonal initialisation), its losses are summed with the others' (never averaged), its
 gradients clipped on their own and its optimizer step computed on its own slice of every
-parameter (:mod:`rlbench_pg.optim`), so that lane ``k`` computes what a one-lane run of seed
+parameter (:mod:`rlbench.lanes.optim`), so that lane ``k`` computes what a one-lane run of seed
 ``k`` computes. A subclass defines its config, its optimizer and :meth:`ActorCritic.update`.
 
 Gradients are computed by hand, not by autograd: an update writes its loss, and next to it
@@ -34,10 +34,16 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from rlbench import AgentConfig, AgentContext, LaneAgent, Transition
-from rlbench.lanes import lane_slice, stack_networks
+from rlbench.lanes import (
+    LaneOptimizer,
+    LaneParameters,
+    flat_size,
+    lane_clip_grad_norm,
+    lane_slice,
+    stack_networks,
+)
 from rlbench_pg.distributions import LaneCategorical, make_distribution
 from rlbench_pg.normalize import ObsNormalizer, RewardNormalizer, lane_var
-from rlbench_pg.optim import LaneOptimizer, LaneParameters, lane_clip_grad_norm
 from rlbench_pg.rollout import Batch, Rollout
 
 Schedule = Literal["constant", "linear"]
@@ -140,10 +146,6 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> torch.T
     return torch.where(var_target > 0, 1 - var_error / var_target, 0.0)
 
 
-def flat_size(space: gym.Space) -> int:
-    return int(math.prod(space.shape or (1,)))
-
-
 def orthogonal_init(network: nn.Module, head_gain: float, generator: torch.Generator) -> None:
     """Stable-Baselines3's initialisation of every ``nn.Linear`` of ``network``: orthogonal
     weights with gain √2, the last layer (the head) with ``head_gain``, biases 0. Drawn on the
@@ -216,7 +218,7 @@ class ActorCritic(LaneAgent):
         self.actor = stack_networks(actors)
         self.critic = stack_networks(critics)
         # Every parameter in one [lanes, size] buffer: one row per lane for clipping and the
-        # optimizer (rlbench_pg.optim).
+        # optimizer (rlbench.lanes.optim).
         self.lane_params = LaneParameters(
             [*self.actor.parameters(), *self.critic.parameters(), *self.dist.parameters()]
         )

@@ -1,4 +1,4 @@
-"""Lanes: several independent seeds of one run trained as one batched computation.
+"""Stacked networks: ``lanes`` networks of one architecture as one batched module.
 
 A suite usually trains the same agent on the same environment with 5, 10 or 30 seeds. For a
 small network each of those runs spends most of its time in framework overhead, not in
@@ -15,7 +15,9 @@ tested lane ``k`` of a group equals the separate run of seed ``k`` bit for bit, 
 runs changes nothing but their speed (``tests/test_lanes.py`` holds it to that).
 
 This module stacks the networks: :func:`stack_networks` turns ``lanes`` modules of the same
-architecture into one module mapping ``[lanes, batch, in]`` to ``[lanes, batch, out]``.
+architecture into one module mapping ``[lanes, batch, in]`` to ``[lanes, batch, out]``, and
+a :class:`StackedNetwork`'s :meth:`~StackedNetwork.forward_for_backprop` /
+:meth:`~StackedNetwork.backprop` pair backpropagates a gradient an agent computed itself.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from rlbench.lanes import kernels
 
 #: A linear layer with fewer outputs than this (a Q-network's head) is computed as
 #: ``(weight @ x^T)^T`` with ``weight`` ``[lanes, out, in]``: a batched product with a handful
@@ -68,7 +72,7 @@ class _TanhInPlace(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)
+        return kernels.tanh_backward(grad, y)
 
 
 #: From this many input elements per lane on, a narrow layer's training pass goes through
@@ -155,7 +159,7 @@ class StackedNetwork(nn.Module):
         to its own weights: backpropagation of ``grad_output``, the gradient of the loss
         with respect to the output of the pass that returned ``saved``."""
         computed = torch.autograd.grad(saved, list(self.parameters()), grad_output)
-        torch._foreach_copy_(list(grads), list(computed))
+        kernels.foreach_copy_(grads, computed)
 
 
 class StackedSequential(StackedNetwork):
@@ -260,39 +264,34 @@ class StackedSequential(StackedNetwork):
         inputs, outputs = saved
         weight_grads = list(grads[: len(self.weights)])
         bias_grads = list(grads[len(self.weights) :])
-        computed: list[torch.Tensor] = []  # gradients, and the tensors they go into
-        targets: list[torch.Tensor] = []
         g = grad_output
         with torch.no_grad():
             for i in reversed(range(len(self._layers))):
                 weight, bias, activation, narrow = self._layers[i]
                 x, y = inputs[i], outputs[i]
                 if activation is tanh_:
-                    g = (
-                        torch.ops.aten.tanh_backward(g, y)
-                        if g is grad_output
-                        else (torch.ops.aten.tanh_backward.grad_input(g, y, grad_input=g))
-                    )
+                    # In place on a gradient this pass made; never on the caller's.
+                    g = kernels.tanh_backward(g, y, out=g is not grad_output)
                 elif activation is torch.relu_:
-                    g = torch.ops.aten.threshold_backward(g, y, 0)
+                    g = kernels.relu_backward(g, y)
+                # Each gradient is computed straight into its place (out=): a view of the
+                # agent's gradient buffer (rlbench.lanes.LaneParameters.grad), never a copy.
                 if bias is not None:
-                    computed.append(g.sum(dim=1, keepdim=True))
-                    targets.append(bias_grads[self.bias_of[i]])  # type: ignore[index]
-                computed.append(self._weight_grad(x, g, weight, narrow))
-                targets.append(weight_grads[i])
+                    torch.sum(g, dim=1, keepdim=True, out=bias_grads[self.bias_of[i]])  # type: ignore[index]
+                self._weight_grad(x, g, weight, narrow, weight_grads[i])
                 if i > 0:
                     g = self._input_grad(g, weight, narrow)
-            torch._foreach_copy_(targets, computed)
 
     @staticmethod
     def _weight_grad(
-        x: torch.Tensor, g: torch.Tensor, weight: torch.Tensor, narrow: bool
-    ) -> torch.Tensor:
+        x: torch.Tensor, g: torch.Tensor, weight: torch.Tensor, narrow: bool, out: torch.Tensor
+    ) -> None:
         if not narrow:
-            return torch.bmm(x.transpose(1, 2), g)  # weight [lanes, in, out]
-        if weight.shape[1] == 1:
-            return (g * x).sum(dim=1, keepdim=True)  # the value head's per-lane dot product
-        return torch.bmm(g.transpose(1, 2), x)  # weight [lanes, out, in]
+            torch.bmm(x.transpose(1, 2), g, out=out)  # weight [lanes, in, out]
+        elif weight.shape[1] == 1:
+            torch.sum(g * x, dim=1, keepdim=True, out=out)  # the value head's dot product
+        else:
+            torch.bmm(g.transpose(1, 2), x, out=out)  # weight [lanes, out, in]
 
     @staticmethod
     def _input_grad(g: torch.Tensor, weight: torch.Tensor, narrow: bool) -> torch.Tensor:

@@ -1,19 +1,26 @@
-"""Experience replay for every lane at once: a preallocated tensor buffer, sampled per lane."""
+"""Experience replay for every lane at once: a preallocated tensor buffer, sampled per lane.
+
+Any off-policy lane agent can use it: discrete actions are stored as integers, ``Box``
+actions as float vectors (:meth:`LaneReplayBuffer.for_agent` reads which from the agent's
+action space).
+"""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import gymnasium as gym
 import numpy as np
 import torch
 
-from rlbench import AgentContext, Transition
-from rlbench_dqn.spaces import flat_size
+from rlbench.agent import AgentContext, Transition
+from rlbench.lanes.spaces import flat_size
 
 
 class ReplaySample(NamedTuple):
     """Sampled transitions: ``obs`` and ``next_obs`` are ``[lanes, count, obs_size]``,
-    ``action``, ``reward`` and ``terminated`` are ``[lanes, count]``."""
+    ``reward`` and ``terminated`` are ``[lanes, count]``, ``action`` is ``[lanes, count,
+    *action_shape]`` (``[lanes, count]`` for discrete actions)."""
 
     obs: torch.Tensor
     action: torch.Tensor
@@ -28,6 +35,10 @@ class LaneReplayBuffer:
     hold the same number of transitions; lane ``k`` is sampled with its own generator
     ``rngs[k]`` (the indices a one-lane buffer of that seed draws).
 
+    Observations are stored flattened (``obs_size`` numbers, float32); actions with
+    ``action_shape`` and ``action_dtype`` (``()`` and ``torch.long`` for discrete actions,
+    ``(dim,)`` and ``torch.float32`` for ``Box`` actions).
+
     Adding a step is one slice assignment per field (through numpy views of the same memory
     on the CPU, where that is several times cheaper than a tensor assignment); sampling is
     one index tensor."""
@@ -40,13 +51,19 @@ class LaneReplayBuffer:
         obs_size: int,
         device: torch.device,
         rngs: tuple[np.random.Generator, ...],
+        *,
+        action_shape: tuple[int, ...] = (),
+        action_dtype: torch.dtype = torch.long,
     ) -> None:
         lanes = len(rngs)
         self.capacity = capacity
         self.rngs = rngs
         self.obs = torch.zeros((lanes, capacity, obs_size), dtype=torch.float32, device=device)
         self.next_obs = torch.zeros_like(self.obs)
-        self.action = torch.zeros((lanes, capacity), dtype=torch.long, device=device)
+        self.action_shape = tuple(action_shape)
+        self.action = torch.zeros(
+            (lanes, capacity, *self.action_shape), dtype=action_dtype, device=device
+        )
         self.reward = torch.zeros((lanes, capacity), dtype=torch.float32, device=device)
         self.terminated = torch.zeros((lanes, capacity), dtype=torch.bool, device=device)
         self.lane_index = torch.arange(lanes, device=device).unsqueeze(1)
@@ -61,16 +78,25 @@ class LaneReplayBuffer:
     @classmethod
     def for_agent(cls, capacity: int, context: AgentContext) -> LaneReplayBuffer:
         """A buffer of ``capacity`` transitions per lane for the agent of ``context``: its
-        flattened observations, on its device, sampled with its lanes' generators."""
+        flattened observations and its actions (:func:`action_layout`), on its device,
+        sampled with its lanes' generators."""
         obs_size = flat_size(context.observation_space)
-        return cls(capacity, obs_size, context.device, context.lane_rngs)
+        shape, dtype = action_layout(context.action_space)
+        return cls(
+            capacity,
+            obs_size,
+            context.device,
+            context.lane_rngs,
+            action_shape=shape,
+            action_dtype=dtype,
+        )
 
     def __len__(self) -> int:
         return self.size
 
     def add(self, t: Transition) -> None:
         """Store one step of every lane: ``t``'s fields are ``[lanes, n, ...]``."""
-        n = t.obs.shape[1]
+        lanes, n = t.obs.shape[:2]
         p = self.position
         where: slice | torch.Tensor = (
             slice(p, p + n) if p + n <= self.capacity else (torch.arange(n) + p) % self.capacity
@@ -78,7 +104,7 @@ class LaneReplayBuffer:
         values = (
             t.obs.flatten(2),
             t.next_obs.flatten(2),
-            t.action.long(),
+            t.action.to(self.action.dtype).reshape(lanes, n, *self.action_shape),
             t.reward.float(),
             t.terminated.bool(),
         )
@@ -119,3 +145,18 @@ class LaneReplayBuffer:
             next_obs=self.next_obs[lane, idx],
             terminated=self.terminated[lane, idx],
         )
+
+
+def action_layout(space: gym.Space) -> tuple[tuple[int, ...], torch.dtype]:
+    """How a replay buffer stores one action of ``space``: ``((), torch.long)`` for
+    ``Discrete``, ``((size,), torch.float32)`` for ``Box`` (flattened), ``((n,),
+    torch.long)`` for ``MultiDiscrete``."""
+    if isinstance(space, gym.spaces.Discrete):
+        return (), torch.long
+    if isinstance(space, gym.spaces.Box):
+        return (flat_size(space),), torch.float32
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return (flat_size(space),), torch.long
+    raise ValueError(
+        f"a replay buffer stores Discrete, Box or MultiDiscrete actions, got {space}"
+    )
