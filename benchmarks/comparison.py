@@ -9,6 +9,7 @@ SB3 calls; everything here is the same for both.
 from __future__ import annotations
 
 import csv
+import itertools
 import statistics
 import sys
 import time
@@ -122,6 +123,58 @@ def train_rlbench_lanes(
         lanes * (outcomes[0].steps_per_second or float("nan")),
         [final_score(workdir, s.run_id)[0] for s in specs],
     )
+
+
+def mlp_flops(sizes: Sequence[int], rows: int, *, backward: bool = False) -> float:
+    """Floating-point operations of an MLP's matrix products (layer widths ``sizes``, input
+    first) on ``rows`` rows: ``2 * rows * in * out`` per layer for the forward pass; with
+    ``backward`` also its backward pass (every weight gradient, and every layer's input
+    gradient but the first's)."""
+    layers = list(itertools.pairwise(sizes))
+    forward = sum(2.0 * rows * i * o for i, o in layers)
+    if not backward:
+        return forward
+    return 2 * forward + sum(2.0 * rows * i * o for i, o in layers[1:])
+
+
+def matmul_ceiling(rows: int, width: int, repeats: int = 7) -> float:
+    """This CPU's rate, in FLOP/s on one torch thread, for the product that dominates the
+    agents' training: ``baddbmm`` of ``[1, rows, width] @ [1, width, width]`` (a hidden layer
+    of ``width`` units on a minibatch of ``rows``), the best of ``repeats`` timings of about
+    0.2 s each. No training step can do its products faster than this."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x, w = torch.randn(1, rows, width), torch.randn(1, width, width)
+        bias = torch.randn(1, 1, width)
+        for _ in range(20):
+            torch.baddbmm(bias, x, w)
+        n = max(10, int(0.2 / (2.0 * rows * width * width / 1e11)))
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for _ in range(n):
+                torch.baddbmm(bias, x, w)
+            best = min(best, (time.perf_counter() - started) / n)
+    finally:
+        torch.set_num_threads(threads)
+    return 2.0 * rows * width * width / best
+
+
+def print_ceiling(
+    flops_per_step: float, ceiling: float, speeds: Sequence[tuple[str, float]], *, threads: int = 1
+) -> None:
+    """The arithmetic's limit on speed and the fraction of it each of ``speeds`` (label,
+    environment steps per second, aggregated over lanes) reaches: ``flops_per_step`` FLOP of
+    matrix products per environment step, at ``ceiling`` FLOP/s per thread."""
+    limit = ceiling * threads / flops_per_step
+    print(
+        f"arithmetic: {flops_per_step / 1e6:.2f} MFLOP of matrix products per environment "
+        f"step; measured ceiling {ceiling / 1e9:.1f} GFLOP/s per thread x {threads}: at most "
+        f"{limit:.0f} steps/s"
+    )
+    for label, speed in speeds:
+        print(f"  {label}: {speed:.0f} steps/s = {100 * speed / limit:.0f}% of that ceiling")
 
 
 def run_order(frameworks: Sequence[str], seed_index: int) -> list[str]:

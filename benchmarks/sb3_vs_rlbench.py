@@ -20,6 +20,12 @@ configuration in one process as the lanes of one batched computation
 with ``--lane-threads`` torch threads, and prints their aggregate environment steps per
 second against one SB3 process's (the mean over its seeds above).
 
+Beside the ratios it prints the arithmetic's limit: the matrix products one environment step
+costs (acting, and the gradient steps' forward and backward passes and target passes, at
+these settings), and this CPU's measured one-thread rate for the dominant product
+(``comparison.matmul_ceiling``), so each speed is also given as a fraction of the fastest
+that any implementation of this algorithm could train here.
+
 Speed is environment steps per second of training: for rlbench the harness's own figure
 (evaluation time excluded), for SB3 the steps over the time of building the model and
 ``learn`` (it does not evaluate while training). On a machine shared with other work, wall
@@ -37,6 +43,7 @@ Stable-Baselines3 is a benchmark-only dependency: ``pip install -c constraints.t
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import textwrap
 import time
@@ -50,6 +57,9 @@ from comparison import (
     LanesResult,
     Result,
     SB3Greedy,
+    matmul_ceiling,
+    mlp_flops,
+    print_ceiling,
     print_lanes,
     print_means_and_ratios,
     run_order,
@@ -188,6 +198,18 @@ def run_sb3(seed: int, steps: int, eval_episodes: int) -> Result:
     )
 
 
+def flops_per_env_step() -> float:
+    """The matrix products one environment step costs with these settings: acting (one
+    forward pass on one row) and, per step, ``gradient_steps / train_freq`` gradient steps,
+    each a forward and backward pass on a minibatch and the target network's forward pass on
+    its next observations."""
+    z = ZOO
+    sizes = [gym.make(ENV_ID).observation_space.shape[0], *z["net_arch"], 2]
+    batch = z["batch_size"]
+    per_gradient_step = mlp_flops(sizes, batch, backward=True) + mlp_flops(sizes, batch)
+    return mlp_flops(sizes, 1) + z["gradient_steps"] / z["train_freq"] * per_gradient_step
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="Train rlbench's dqn and Stable-Baselines3's DQN with RL Zoo's CartPole-v1 "
@@ -247,7 +269,20 @@ def main(argv: list[str] | None = None) -> None:
                 )
 
     print()
-    print_means_and_ratios(results, args.frameworks, args.seeds)
+    by = print_means_and_ratios(results, args.frameworks, args.seeds)
+    # The CPU's limit, measured now (between the runs, under the same load).
+    ceiling = matmul_ceiling(ZOO["batch_size"], ZOO["net_arch"][0])
+    print_ceiling(
+        flops_per_env_step(),
+        ceiling,
+        [
+            (
+                f"{f} (mean over seeds)",
+                statistics.mean(by[f, s].steps_per_second for s in args.seeds),
+            )
+            for f in args.frameworks
+        ],
+    )
 
     if args.lanes > 0 and "rlbench" in args.frameworks:
         sb3_runs = [r for r in results if r.framework == "sb3"]
@@ -258,6 +293,12 @@ def main(argv: list[str] | None = None) -> None:
                     args.lanes, threads, args.steps, args.eval_episodes, Path(tmp)
                 )
             print_lanes(lr, sb3_runs, solved=475)
+            print_ceiling(
+                flops_per_env_step(),
+                ceiling,
+                [(f"{args.lanes} lanes", lr.steps_per_second)],
+                threads=threads,
+            )
 
 
 if __name__ == "__main__":

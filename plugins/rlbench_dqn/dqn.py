@@ -31,7 +31,7 @@ from rlbench import AgentConfig, AgentContext, Transition
 from rlbench.lanes import LaneReplayBuffer, ReplaySample
 from rlbench_dqn.config import Fraction, LearningRate, LinearEpsilonConfig
 from rlbench_dqn.qagent import QAgent
-from rlbench_dqn.td import LossName, lane_td_loss_and_grad, td_targets
+from rlbench_dqn.td import LossName, lane_td_grad, lane_td_loss, td_targets
 
 #: A training phase gathers its minibatches in chunks of at most this many rows and bytes of
 #: replay (one chunk with the CartPole defaults: 128 minibatches of 64).
@@ -193,19 +193,25 @@ class DQN(QAgent[DQNConfig]):
         backpropagates it into ``q_params.grad`` (:meth:`rlbench.lanes.StackedNetwork.
         backprop`: by hand through an MLP, autograd through any other network)."""
         c = self.config
-        total_loss = torch.zeros(self.lanes, device=self.buffer.obs.device)
+        taken: list[torch.Tensor] = []  # each step's Q(s, a) and target, for the metrics
+        targets: list[torch.Tensor] = []
         for minibatch, target in self.phase_minibatches():
             if target is None:  # targets that read the online network: this step's
                 target = self.targets(minibatch.reward, minibatch.next_obs, minibatch.terminated)
             q_values, saved = self.q.forward_for_backprop(minibatch.obs)  # [lanes, batch, A]
             action = minibatch.action.unsqueeze(-1)
             q_taken = q_values.gather(-1, action).squeeze(-1)
-            loss, grad_q_taken = lane_td_loss_and_grad(q_taken, target, c.loss)
+            grad_q_taken = lane_td_grad(q_taken, target, c.loss)
             grad_q = torch.zeros_like(q_values).scatter_(-1, action, grad_q_taken.unsqueeze(-1))
             self.q.backprop(saved, grad_q, self.q_params.grad_views)
             self.apply_gradients(c.max_grad_norm)
-            total_loss += loss
-        return self.metrics(total_loss / self.phase_gradient_steps)
+            taken.append(q_taken)
+            targets.append(target)
+        # Every step's loss at once, each lane's mean over the phase: [lanes, steps, batch],
+        # so that every reduction runs along one lane's own contiguous row (a reduction across
+        # the lanes' dimension would sum in an order that depends on the number of lanes).
+        losses = lane_td_loss(torch.stack(taken, dim=1), torch.stack(targets, dim=1), c.loss)
+        return self.metrics(losses.mean(dim=1))
 
     def targets(
         self, reward: torch.Tensor, next_obs: torch.Tensor, terminated: torch.Tensor

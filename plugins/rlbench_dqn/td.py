@@ -30,17 +30,13 @@ def lane_td_loss(q_taken: torch.Tensor, target: torch.Tensor, loss: LossName) ->
     return F.smooth_l1_loss(q_taken, target, reduction="none").mean(dim=-1)
 
 
-def lane_td_loss_and_grad(
-    q_taken: torch.Tensor, target: torch.Tensor, loss: LossName
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`lane_td_loss` without autograd, and its gradient with respect to ``q_taken``:
-    ``([lanes], [lanes, batch])``. With ``d = q_taken - target`` and ``n`` the batch size,
-    MSE is ``mean(d²)`` (gradient ``2d / n``); Huber (smooth L1, beta 1) is ``mean(d²/2)``
-    where ``|d| < 1`` and ``mean(|d| - 1/2)`` elsewhere (gradient ``clamp(d, -1, 1) / n``)."""
+def lane_td_grad(q_taken: torch.Tensor, target: torch.Tensor, loss: LossName) -> torch.Tensor:
+    """The gradient of :func:`lane_td_loss` with respect to ``q_taken`` (``[lanes, batch]``),
+    computed without autograd. With ``d = q_taken - target`` and ``n`` the batch size, MSE is
+    ``mean(d²)``, whose gradient is ``2d / n``; Huber (smooth L1, beta 1) is ``mean(d²/2)``
+    where ``|d| < 1`` and ``mean(|d| - 1/2)`` elsewhere, whose gradient is
+    ``clamp(d, -1, 1) / n``."""
     d = q_taken - target
-    scale = 1.0 / d.shape[-1]
     if loss == "mse":
-        return d.square().mean(dim=-1), d.mul(2.0 * scale)
-    return F.smooth_l1_loss(d, torch.zeros_like(d), reduction="none").mean(dim=-1), d.clamp(
-        -1.0, 1.0
-    ).mul_(scale)
+        return d.mul_(2.0 / d.shape[-1])
+    return d.clamp_(-1.0, 1.0).mul_(1.0 / d.shape[-1])
