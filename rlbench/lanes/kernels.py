@@ -157,9 +157,14 @@ def tanh_backward(grad: torch.Tensor, output: torch.Tensor, *, out: bool = False
     return result
 
 
-def relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """The gradient through ``y = relu(x)`` from its output: ``grad`` where ``y > 0``, else 0."""
+def relu_backward(grad: torch.Tensor, output: torch.Tensor, *, out: bool = False) -> torch.Tensor:
+    """The gradient through ``y = relu(x)`` from its output: ``grad`` where ``y > 0``, else 0;
+    with ``out=True`` written into ``grad`` (a fresh gradient nothing else holds)."""
     kernel = _aten("threshold_backward")
     if kernel is not None:
+        if out:
+            return kernel.grad_input(grad, output, 0, grad_input=grad)  # type: ignore[attr-defined]
         return kernel(grad, output, 0)  # type: ignore[operator]
+    if out:
+        return grad.masked_fill_(output <= 0, 0.0)
     return torch.where(output > 0, grad, 0.0)

@@ -273,7 +273,7 @@ class StackedSequential(StackedNetwork):
                     # In place on a gradient this pass made; never on the caller's.
                     g = kernels.tanh_backward(g, y, out=g is not grad_output)
                 elif activation is torch.relu_:
-                    g = kernels.relu_backward(g, y)
+                    g = kernels.relu_backward(g, y, out=g is not grad_output)
                 # Each gradient is computed straight into its place (out=): a view of the
                 # agent's gradient buffer (rlbench.lanes.LaneParameters.grad), never a copy.
                 if bias is not None:
