@@ -74,8 +74,8 @@ from comparison import (
 from rlbench.evaluation import evaluate
 from rlbench.plugins import Catalogue, load_catalogue
 from rlbench.runspec import RunSpec, expand
+from rlbench.seeding import seed_streams
 from rlbench.suite import load_suite
-from rlbench.training import seed_streams
 
 STEPS = 100_000
 

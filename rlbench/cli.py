@@ -172,7 +172,7 @@ def executor_options(help_executor: str) -> Callable[[Callable[..., Any]], Calla
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="Torch threads per worker [default: 1 for agents that train in lanes, else cores / jobs].",
+    help="Torch threads per worker [default: 1; small networks run fastest on one].",
 )
 @click.option(
     "--lanes",
@@ -582,7 +582,7 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="Torch threads per worker [default: 1 for agents that train in lanes, else cores / jobs].",
+    help="Torch threads per worker [default: 1; small networks run fastest on one].",
 )
 @executor_options(
     "Where the workers run: processes here, or tasks on a Ray cluster (with --jobs "
@@ -622,7 +622,6 @@ def tune_command(
         click.core.ParameterSource.DEFAULT,
         None,
     )
-    from rlbench.agent import LaneAgent
     from rlbench.executor import default_threads
     from rlbench.suite import NAME_PATTERN, load_suite
 
@@ -640,8 +639,7 @@ def tune_command(
         _fail(f"--study-name: use letters, digits, '_', '.' and '-', got {name!r}")
     location = tuning.StudyLocation(results_root, suite.name, name, storage_url)
     if threads is None:
-        lanes = issubclass(catalogue.agent(plan.agent).agent, LaneAgent)
-        threads = default_threads(jobs, lanes=lanes)
+        threads = default_threads()
     job = tuning.TuneJob(plan, location, threads, options.autoload, options.plugins)
     dims = ", ".join(f"{k} {d.to_raw()}" for k, d in plan.dims.items())
     console.print(

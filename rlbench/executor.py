@@ -29,18 +29,14 @@ from typing import Any
 import torch
 
 from rlbench import checkpoint, records
+from rlbench.building import lane_key, supports_lanes
 from rlbench.checkpoint import CheckpointPolicy
 from rlbench.defaults import DEFAULT_LANES
 from rlbench.plugins import Catalogue, load_catalogue
+from rlbench.recording import ProgressCallback, RunOutcome
 from rlbench.runspec import RunSpec
 from rlbench.suite import Suite
-from rlbench.training import (
-    ProgressCallback,
-    RunOutcome,
-    execute_lanes,
-    lane_key,
-    supports_lanes,
-)
+from rlbench.training import execute_lanes
 
 #: ``on_event(event, run_id, payload)``: the training's progress events of every run.
 EventHandler = ProgressCallback
@@ -127,14 +123,24 @@ def default_jobs(pending: int) -> int:
     return max(1, min(os.cpu_count() or 1, pending))
 
 
-def default_threads(jobs: int, *, lanes: bool = False) -> int:
-    """Torch intra-op threads per worker: the cores shared out, at least one (small MLPs gain
-    nothing from more threads than that and lose a lot to oversubscription). For lane agents
-    (``lanes=True``) one: a group on several threads may round a lane differently from a group
-    of another size (MKL splits a lone matrix product across threads, a batch of them not)."""
-    if lanes:
-        return 1
-    return max(1, (os.cpu_count() or 1) // max(jobs, 1))
+#: Torch intra-op threads per worker unless ``--threads`` says otherwise: one, for every agent.
+DEFAULT_THREADS = 1
+
+
+def default_threads() -> int:
+    """Torch intra-op threads per worker when none are asked for: :data:`DEFAULT_THREADS`,
+    for every agent and any number of workers.
+
+    The networks of RL agents are small: a 64x64 MLP's products are too small to share out
+    among threads, so more threads only add per-op overhead, and oversubscribe the cores as
+    soon as several workers (or anything else) run. On 2 cores a plain agent on such an MLP
+    trained at 1,600 steps/s on one thread and 1,000 on two; a user's SAC plugin ran at 72
+    on one and 7 on the cores shared out. Parallelism comes from workers (``--jobs``) and
+    lanes instead. One thread also keeps lanes exact: on several, MKL splits a lone matrix
+    product across threads but not a batch of them, so a lane could round differently in a
+    group of another size. Large networks on the CPU (convolutions, wide layers) with fewer
+    runs than cores may gain from ``--threads N``."""
+    return DEFAULT_THREADS
 
 
 def write_manifest(
@@ -209,12 +215,12 @@ def run_suite(
     groups = lane_groups(fresh, catalogue, lanes)
     lanes_here = any(supports_lanes(g[0], catalogue) for g in resumed + groups)
     if threads is None and lanes_here:
-        # Lanes train on one thread each (default_threads), so idle cores get groups of
+        # Groups train on one thread each (default_threads), so idle cores get groups of
         # their own (a group resuming from its checkpoint stays whole).
         groups = spread_groups(groups, max(jobs - len(resumed), 1))
     groups = sorted(resumed + groups, key=len, reverse=True)
     jobs = min(jobs, len(groups)) if groups else 1
-    threads = threads or default_threads(jobs, lanes=lanes_here)
+    threads = threads or default_threads()
 
     try:
         if executor == "ray":

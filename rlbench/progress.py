@@ -19,7 +19,7 @@ from rich.progress import (
 
 class SuiteProgress:
     """The display of the ``total`` runs a ``rlbench run`` starts; :meth:`handle` takes the
-    training's progress events (:data:`rlbench.training.ProgressCallback`)."""
+    training's progress events (:data:`rlbench.recording.ProgressCallback`)."""
 
     def __init__(self, console: Console, total: int) -> None:
         self.console = console

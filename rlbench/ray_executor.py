@@ -29,8 +29,8 @@ from typing import Any
 from rlbench import checkpoint, records
 from rlbench.checkpoint import CheckpointPolicy
 from rlbench.errors import RlbenchError
+from rlbench.recording import ProgressCallback, RunOutcome
 from rlbench.runspec import RunSpec
-from rlbench.training import ProgressCallback, RunOutcome
 
 #: Times a group is submitted again after its node or worker died.
 DEFAULT_RETRIES = 3

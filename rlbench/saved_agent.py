@@ -19,12 +19,13 @@ import torch
 
 from rlbench import records
 from rlbench.agent import Agent, LaneAgent, OneLane
+from rlbench.building import build_agent
 from rlbench.devices import unavailable_reason
 from rlbench.errors import RlbenchError
 from rlbench.evaluation import evaluate_lanes
 from rlbench.plugins import Catalogue
 from rlbench.runspec import RunSpec
-from rlbench.training import build_agent, seed_everything, seed_streams
+from rlbench.seeding import seed_everything, seed_streams
 
 
 def load_agent(run_dir: Path, catalogue: Catalogue) -> tuple[RunSpec, Agent]:

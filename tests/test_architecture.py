@@ -10,8 +10,9 @@ from conftest import REPO
 #: The data path, earliest first (docs/architecture.md). A module may import modules of an
 #: earlier rank only.
 ORDER = [
-    ["errors", "defaults", "devices", "provenance", "stepping", "lanes", "snapshot", "allocator"],
+    ["errors", "defaults", "devices", "provenance", "stepping", "seeding", "snapshot", "allocator"],
     ["agent"],
+    ["lanes"],
     ["specs"],
     ["hookspecs"],
     ["plugins"],
@@ -19,6 +20,8 @@ ORDER = [
     ["runspec"],
     ["records"],
     ["evaluation"],
+    ["recording"],
+    ["building"],
     ["checkpoint"],
     ["training"],
     ["ray_executor"],
@@ -85,7 +88,10 @@ TRAINING_SIDE = {
     "lanes",
     "snapshot",
     "stepping",
+    "seeding",
     "evaluation",
+    "recording",
+    "building",
     "checkpoint",
     "training",
     "ray_executor",
@@ -102,4 +108,17 @@ def test_reading_results_imports_nothing_of_the_training_side():
             continue
         name = "/".join(relative)
         wrong += [f"{name} imports {t}" for t in imports(path) if step_of(t) in TRAINING_SIDE]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_harness_does_not_import_the_lane_toolkit():
+    """``rlbench.lanes`` is what lane agents are built from (the built-in plugins, users'
+    plugins); the harness trains any agent the same way and never needs it."""
+    wrong = []
+    for path in sorted((REPO / "rlbench").rglob("*.py")):
+        relative = path.relative_to(REPO).with_suffix("").parts
+        if len(relative) > 1 and relative[1] == "lanes":
+            continue
+        name = "/".join(relative)
+        wrong += [f"{name} imports {t}" for t in imports(path) if step_of(t) == "lanes"]
     assert not wrong, "\n".join(wrong)

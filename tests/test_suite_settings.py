@@ -9,11 +9,11 @@ import torch
 
 from rlbench import records
 from rlbench.agent import AgentContext
+from rlbench.building import build_agent
 from rlbench.errors import SuiteError
 from rlbench.executor import write_manifest
 from rlbench.runspec import expand
 from rlbench.suite import load_suite
-from rlbench.training import build_agent
 from tests.conftest import rlbench_cmd
 
 HEADER = """

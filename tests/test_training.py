@@ -281,3 +281,70 @@ def test_rlbench_evaluate_gives_the_run_s_final_evaluation_again(tmp_path, write
     missing = rlbench_cmd("--no-plugin-autoload", "evaluate", str(run))
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"error: {run}: no weights.pt (the run has not completed)"
+
+
+PLAIN_MLP_AGENT = """
+    import math
+    import torch
+    from rlbench import Agent, AgentSpec, hookimpl
+
+    class PlainMLP(Agent):
+        '''A plain agent (not a LaneAgent) on the mlp network plugin.'''
+
+        def __init__(self, config, context):
+            super().__init__(config, context)
+            obs_size = math.prod(context.observation_space.shape)
+            self.net = context.make_network(obs_size, int(context.action_space.n))
+
+        def act(self, obs, *, greedy=False):
+            with torch.no_grad():
+                return self.net(obs).argmax(dim=1)
+
+        def observe(self, t):
+            return {}
+
+        def state_dict(self):
+            return {"net": self.net.state_dict()}
+
+        def load_state_dict(self, state):
+            self.net.load_state_dict(state["net"])
+
+    @hookimpl
+    def rlbench_register_agents():
+        return [AgentSpec("plain_mlp", PlainMLP)]
+"""
+
+
+def test_a_plain_agent_trains_on_one_torch_thread_by_default(tmp_path, inline_plugin):
+    """Without --threads every agent gets one torch thread, plain agents too (more only slow
+    small networks down), whatever the caller's setting and the machine's cores; and the
+    run's provenance records it."""
+    from rlbench.executor import run_suite
+
+    catalogue = inline_plugin("plain_mlp_plugin", PLAIN_MLP_AGENT)
+    path = tmp_path / "plain.toml"
+    path.write_text(
+        textwrap.dedent("""
+            name = "plain"
+            seeds = 1
+            environments = ["CartPole-v1"]
+            [budget]
+            steps = 20
+            eval_interval = 20
+            eval_episodes = 1
+            [[agents]]
+            name = "plain_mlp"
+        """)
+    )
+    suite = load_suite(path, catalogue)
+    [spec] = expand(suite)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = run_suite(suite, [spec], tmp_path / "out", catalogue=catalogue, jobs=1)
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(previous)
+    assert result.outcomes[spec.run_id].status == "complete"
+    run = tmp_path / "out" / "plain" / "runs" / spec.run_id
+    assert json.loads((run / "provenance.json").read_text())["torch_threads"] == 1

@@ -8,10 +8,16 @@ A2C defaults: n_steps 5, gamma 0.99, gae_lambda 1.0, learning_rate 7e-4 (constan
 0.5, max_grad_norm 0.5, no advantage normalisation, orthogonal initialisation, separate tanh
 MLPs 64-64 for actor and critic.
 
+Read :func:`reference_loss` first: A2C's loss in plain autograd, as Stable-Baselines3's
+``a2c.py`` writes it, on one lane's networks and rollout. :meth:`A2C.update` computes the same
+loss for every lane at once, each term followed by its gradient computed by hand (with
+respect to the log-probabilities, entropies and values, then backpropagated through the
+stacked networks without autograd; see :mod:`rlbench_pg.actor_critic`), and
+``tests/test_pg_gradients.py`` holds that gradient to :func:`reference_loss`'s.
+
 Acting, the rollout, its truncation bootstrap and GAE are in :mod:`rlbench_pg.actor_critic`;
-this file is the update. Every tensor below is ``[lanes, ...]`` (a single run is one lane);
-each loss term is followed by its gradient, computed by hand (see
-:mod:`rlbench_pg.actor_critic`).
+this file is the update. Every tensor in :meth:`A2C.update` is ``[lanes, ...]`` (a single
+run is one lane).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import ClassVar
 
 import torch
 from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
 
 from rlbench import AgentConfig
 from rlbench.lanes import LaneOptimizer
@@ -43,6 +51,41 @@ class A2CConfig(ActorCriticConfig):
     """RMSprop (alpha 0.99) as SB3's A2C; False uses Adam."""
     rms_prop_eps: float = Field(1e-5, gt=0)
     """Epsilon of RMSprop (or of Adam when use_rms_prop is False)."""
+
+
+def reference_loss(
+    actor: nn.Module,
+    critic: nn.Module,
+    log_std: torch.Tensor | None,
+    batch: Batch,
+    config: A2CConfig,
+) -> torch.Tensor:
+    """A2C's loss on one lane's rollout, in plain autograd (Stable-Baselines3's
+    ``A2C.train``): the reference that :meth:`A2C.update`'s hand-computed gradient is tested
+    against.
+
+    ``actor`` and ``critic`` are that lane's own ``nn.Module``s; ``log_std`` is its Gaussian
+    policy's log standard deviation (``[dim]``, Box actions) or ``None`` (Discrete actions:
+    the actor outputs logits). ``batch`` holds the lane's samples without the lane dimension
+    (``obs`` ``[n, obs_size]``; ``actions``, ``advantages`` and ``returns`` ``[n]``)."""
+    out = actor(batch.obs)
+    if log_std is None:
+        dist = torch.distributions.Categorical(logits=out)
+        log_prob, entropy = dist.log_prob(batch.actions), dist.entropy()
+    else:  # a diagonal Gaussian: the actor gives the mean, summed over action dimensions
+        dist = torch.distributions.Normal(out, log_std.exp())
+        log_prob = dist.log_prob(batch.actions.reshape(out.shape)).sum(-1)
+        entropy = dist.entropy().sum(-1)
+    values = critic(batch.obs).squeeze(-1)
+
+    advantages = batch.advantages
+    if config.normalize_advantage and len(advantages) > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    policy_loss = -(advantages * log_prob).mean()
+    value_loss = F.mse_loss(batch.returns, values)
+    entropy_loss = -torch.mean(entropy)
+    return policy_loss + config.ent_coef * entropy_loss + config.vf_coef * value_loss
 
 
 class A2C(ActorCritic):

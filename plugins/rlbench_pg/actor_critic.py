@@ -17,7 +17,8 @@ backpropagates them (:meth:`rlbench.lanes.StackedNetwork.backprop`: by hand thro
 MLP, through autograd for any other network). For networks this small the time goes to the
 number of tensor operations, not to arithmetic, and autograd's graph of a PPO minibatch has
 about twice as many. ``tests/test_pg_gradients.py`` checks every term and option against
-autograd's gradient of the loss written as Stable-Baselines3 writes it.
+autograd's gradient of each agent's ``reference_loss`` (:func:`rlbench_pg.ppo.reference_loss`,
+:func:`rlbench_pg.a2c.reference_loss`: the loss as Stable-Baselines3 writes it).
 """
 
 from __future__ import annotations

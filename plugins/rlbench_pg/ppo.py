@@ -7,10 +7,17 @@ SB3's defaults for the rest (vf_coef 0.5, max_grad_norm 0.5, advantage normalisa
 orthogonal initialisation, Adam with eps 1e-5, separate tanh MLPs 64-64 for actor and
 critic).
 
+Read :func:`reference_loss` first: PPO's loss in plain autograd, term by term as
+Stable-Baselines3's ``ppo.py`` writes it, on one lane's networks and minibatch.
+:meth:`PPO.update` computes the same loss for every lane at once, each term followed by its
+gradient computed by hand (with respect to the log-probabilities, entropies and values, then
+backpropagated through the stacked networks without autograd; see
+:mod:`rlbench_pg.actor_critic`), and ``tests/test_pg_gradients.py`` holds that gradient to
+:func:`reference_loss`'s, for every term and option.
+
 Acting, the rollout, its truncation bootstrap and GAE are in :mod:`rlbench_pg.actor_critic`;
 this file is the update. Like every built-in agent it trains several seeds at once as lanes
-(a single run is one lane): every tensor below is ``[lanes, ...]``. Each loss term is
-followed by its gradient, computed by hand (see :mod:`rlbench_pg.actor_critic`).
+(a single run is one lane): every tensor in :meth:`PPO.update` is ``[lanes, ...]``.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
 
 from rlbench import AgentConfig
 from rlbench.lanes import LaneOptimizer
@@ -64,6 +73,56 @@ class PPOConfig(ActorCriticConfig):
     """Standardise the advantages of every minibatch (as SB3's PPO)."""
     adam_eps: float = Field(1e-5, gt=0)
     """Adam's epsilon (SB3's policies use 1e-5)."""
+
+
+def reference_loss(
+    actor: nn.Module,
+    critic: nn.Module,
+    log_std: torch.Tensor | None,
+    batch: Batch,
+    config: PPOConfig,
+    clip_range: float,
+) -> torch.Tensor:
+    """PPO's loss on one lane's minibatch, in plain autograd (Stable-Baselines3's
+    ``PPO.train``): the reference that :meth:`PPO.update`'s hand-computed gradient is tested
+    against.
+
+    ``actor`` and ``critic`` are that lane's own ``nn.Module``s; ``log_std`` is its Gaussian
+    policy's log standard deviation (``[dim]``, Box actions) or ``None`` (Discrete actions:
+    the actor outputs logits). ``batch`` holds the lane's samples without the lane dimension
+    (``obs`` ``[n, obs_size]``; ``actions``, ``values`` and ``log_probs`` of the rollout
+    policy, ``advantages`` and ``returns`` ``[n]``). ``clip_range`` is the surrogate's clip
+    range at this update (its schedule applied)."""
+    out = actor(batch.obs)
+    if log_std is None:
+        dist = torch.distributions.Categorical(logits=out)
+        log_prob, entropy = dist.log_prob(batch.actions), dist.entropy()
+    else:  # a diagonal Gaussian: the actor gives the mean, summed over action dimensions
+        dist = torch.distributions.Normal(out, log_std.exp())
+        log_prob = dist.log_prob(batch.actions.reshape(out.shape)).sum(-1)
+        entropy = dist.entropy().sum(-1)
+    values = critic(batch.obs).squeeze(-1)
+
+    advantages = batch.advantages
+    if config.normalize_advantage and len(advantages) > 1:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    # The clipped surrogate: the ratio of new to old probabilities, and its clip.
+    ratio = torch.exp(log_prob - batch.log_probs)
+    policy_loss_1 = advantages * ratio
+    policy_loss_2 = advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+    policy_loss = -torch.min(policy_loss_1, policy_loss_2).mean()
+
+    if config.clip_range_vf is None:
+        values_pred = values
+    else:  # keep the new value within clip_range_vf of the old one
+        values_pred = batch.values + torch.clamp(
+            values - batch.values, -config.clip_range_vf, config.clip_range_vf
+        )
+    value_loss = F.mse_loss(batch.returns, values_pred)
+
+    entropy_loss = -torch.mean(entropy)
+    return policy_loss + config.ent_coef * entropy_loss + config.vf_coef * value_loss
 
 
 class PPO(ActorCritic):

@@ -28,9 +28,10 @@ from optuna.trial import TrialState
 from rlbench import records
 from rlbench.executor import lane_groups
 from rlbench.plugins import Catalogue
+from rlbench.recording import DivergedError
 from rlbench.runspec import RunSpec
 from rlbench.stats import iqm
-from rlbench.training import DivergedError, execute_lanes
+from rlbench.training import execute_lanes
 from rlbench.tune.job import TuneJob
 from rlbench.tune.liveness import fail_and_retry
 from rlbench.tune.plan import TunePlan
