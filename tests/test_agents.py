@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import fields
 
 import gymnasium as gym
@@ -85,21 +86,43 @@ def test_replay_buffer_wraps_around_and_samples_what_was_stored():
     assert not sample.terminated.any()
 
 
-def test_common_still_offers_the_names_plugins_import_from_it():
-    from rlbench_dqn import common, exploration, fastpath, qagent, replay, spaces, td
+#: The public lane toolkit (``rlbench.lanes``'s docstring and ``docs/writing-plugins.md``),
+#: by the module that defines each name.
+LANE_TOOLKIT = {
+    "networks": [
+        "StackedNetwork",
+        "StackedSequential",
+        "VmappedNetwork",
+        "lane_slice",
+        "stack_networks",
+    ],
+    "optim": ["LaneOptimizer", "LaneParameters", "OptimizerName", "lane_clip_grad_norm"],
+    "replay": ["LaneReplayBuffer", "ReplaySample", "action_layout"],
+    "spaces": ["flat_size"],
+    "targets": ["hard_update", "polyak_update"],
+}
 
-    homes = {
-        exploration: ["lane_epsilon_greedy", "linear_schedule"],
-        fastpath: ["FusedAdam", "adam"],
-        qagent: ["QAgent", "lane_clip_grad_norm"],
-        replay: ["LaneReplayBuffer", "ReplaySample"],
-        spaces: ["discrete_actions", "flat_size"],
-        td: ["LossName", "lane_td_loss", "td_targets"],
-    }
-    assert sorted(common.__all__) == sorted(n for names in homes.values() for n in names)
-    for home, names in homes.items():
+
+def test_the_lane_toolkit_exports_exactly_its_public_names():
+    import importlib
+
+    import rlbench.lanes
+
+    expected = sorted(name for names in LANE_TOOLKIT.values() for name in names)
+    assert sorted(rlbench.lanes.__all__) == expected
+    assert len(set(rlbench.lanes.__all__)) == len(rlbench.lanes.__all__)  # no name twice
+    for module, names in LANE_TOOLKIT.items():
+        home = importlib.import_module(f"rlbench.lanes.{module}")
         for name in names:
-            assert getattr(common, name) is getattr(home, name), name
+            assert getattr(rlbench.lanes, name) is getattr(home, name), name
+    namespace: dict[str, object] = {}
+    exec("from rlbench.lanes import *", namespace)  # what a plugin may write
+    assert sorted(k for k in namespace if k != "__builtins__") == expected
+    # Every class and function the package's docstring documents is among them.
+    documented = re.findall(
+        r":(?:class|func):`~?(?:rlbench\.lanes\.)?(\w+)`", rlbench.lanes.__doc__ or ""
+    )
+    assert documented and set(documented) <= set(expected), set(documented) - set(expected)
 
 
 #: Small settings under which each agent learns within 40 steps of one environment.
@@ -251,15 +274,17 @@ def feed(agent, num_envs: int, steps: int) -> list[dict]:
 
 
 def count_gradient_steps(agent) -> list[int]:
-    """Wrap ``agent.gradient_step`` to count its calls; returns the live tally."""
+    """Wrap ``agent.apply_gradients`` (one optimizer step, whether the gradients came from
+    autograd or were backpropagated by hand) to count its calls; returns the live tally of
+    the agent's step count at each."""
     calls: list[int] = []
-    step = agent.gradient_step
+    step = agent.apply_gradients
 
     def counted(*args, **kwargs):
         calls.append(agent.steps)
         return step(*args, **kwargs)
 
-    agent.gradient_step = counted
+    agent.apply_gradients = counted
     return calls
 
 
@@ -317,9 +342,14 @@ def test_dqn_acts_uniformly_at_random_before_learning_starts_when_asked(catalogu
     for _ in range(5):  # steps 0-9: what the stream's integers(2, size=2) draws, nothing else
         expected = probe.integers(2, size=2)
         assert agent.act(obs).tolist() == [expected.tolist()]
-        feed_one = Transition(obs, agent.act(obs, greedy=True), torch.ones(1, 2), obs,
-                              torch.zeros(1, 2, dtype=torch.bool),
-                              torch.zeros(1, 2, dtype=torch.bool))
+        feed_one = Transition(
+            obs,
+            agent.act(obs, greedy=True),
+            torch.ones(1, 2),
+            obs,
+            torch.zeros(1, 2, dtype=torch.bool),
+            torch.zeros(1, 2, dtype=torch.bool),
+        )
         agent.observe(feed_one)
     assert torch.equal(agent.act(obs, greedy=True), greedy)  # evaluation stays greedy
     # From learning_starts on, epsilon-greedy as without the option (epsilon 1 at the start of

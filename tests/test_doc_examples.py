@@ -12,6 +12,15 @@ A fenced block may be preceded by HTML comments (invisible on GitHub) that say w
 - ``<!-- fragment -->`` (TOML): part of a suite, validated inside a small whole suite.
 - ``<!-- invalid -->`` (TOML): a suite that must fail validation (the console block after
   it shows how).
+- ``<!-- excerpt: PATH -->`` (Python): lines quoted from the repository's file ``PATH`` (an
+  example package's source), in order; a line ``...`` stands for lines left out, and the
+  block may be indented less than the file. The file itself is run by its own tests
+  (test_third_party_plugin.py).
+
+The example packages' ``src`` folders are importable in every document's workspace, so a
+suite may name their plugins (``<!-- plugins: rlbench_lane_ddpg -->``). Every dotted name of
+rlbench, its built-in plugins and its lane toolkit that a document quotes (`` `rlbench_dqn.td.
+td_targets` ``, `` `LaneReplayBuffer.for_agent(...)` ``) must exist.
 
 Without a comment, a Python block is executed as it stands (in a folder with a small
 ``results/cartpole``), and every ``test_*`` function it defines is called; one with
@@ -23,6 +32,8 @@ must pass ``rlbench validate``; any other is a fragment. A console block that ru
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import re
 import shlex
 import sys
@@ -41,6 +52,7 @@ from rlbench.cli import cli
 from rlbench.plugins import load_catalogue
 
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+EXAMPLE_SOURCES = sorted((REPO / "examples").glob("*/src"))
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARKER = re.compile(r"^<!--\s*([\w-]+)\s*(?::\s*(.*?))?\s*-->$")
 
@@ -100,7 +112,7 @@ CONSOLE = [
 
 def test_every_document_has_examples_and_every_marker_is_known():
     assert {b.document.name for b in PYTHON} >= {"README.md", "writing-plugins.md", "tuning.md"}
-    known = {"module", "file", "plugins", "fragment", "invalid"}
+    known = {"module", "file", "plugins", "fragment", "invalid", "excerpt"}
     for block in ALL_BLOCKS:
         assert set(block.markers) <= known, f"{block.id}: unknown marker {block.markers}"
         if block.markers:
@@ -176,14 +188,17 @@ def in_workspace(workspaces, monkeypatch):
 
     def enter(document: Path) -> Path:
         folder = workspaces[document]
+        for source in EXAMPLE_SOURCES:
+            monkeypatch.syspath_prepend(str(source))
         monkeypatch.syspath_prepend(str(folder))
         monkeypatch.chdir(folder)
         return folder
 
     yield enter
+    folders = [str(folder) for folder in [*workspaces.values(), *EXAMPLE_SOURCES]]
     for name in set(sys.modules) - before:
         module_file = getattr(sys.modules[name], "__file__", None) or ""
-        if any(module_file.startswith(str(folder)) for folder in workspaces.values()):
+        if module_file.startswith(tuple(folders)):
             del sys.modules[name]
 
 
@@ -192,6 +207,10 @@ def in_workspace(workspaces, monkeypatch):
 
 @pytest.mark.parametrize("block", PYTHON, ids=lambda b: b.id)
 def test_python_example(block: Block, in_workspace, request):
+    if "excerpt" in block.markers:
+        problem = _excerpt_problem(block)
+        assert problem is None, f"{block.id}: {problem}"
+        return
     folder = in_workspace(block.document)
     if "module" in block.markers or "@hookimpl" in block.text:
         module = block.markers.get("module")
@@ -210,6 +229,105 @@ def test_python_example(block: Block, in_workspace, request):
     for name, value in list(namespace.items()):
         if name.startswith("test_") and callable(value):
             value()
+
+
+def _excerpt_problem(block: Block) -> str | None:
+    """Why ``block`` is not lines of its ``excerpt`` file, in order, or ``None``."""
+    path = REPO / block.markers["excerpt"]
+    if not path.is_file():
+        return f"no file {block.markers['excerpt']}"
+    source = path.read_text().splitlines()
+    chunks: list[list[str]] = [[]]
+    for line in block.text.splitlines():
+        if line.strip() == "...":
+            chunks.append([])
+        else:
+            chunks[-1].append(line)
+    start = 0
+    for chunk in chunks:
+        while chunk and not chunk[-1].strip():
+            chunk.pop()
+        if not chunk:
+            continue
+        found = _find_lines(source, chunk, start)
+        if found is None:
+            return f"these lines are not in {path.name} (after line {start}): {chunk!r}"
+        start = found + len(chunk)
+    return None
+
+
+def _find_lines(source: list[str], chunk: list[str], start: int) -> int | None:
+    """The first index from ``start`` where ``source`` holds ``chunk``, indented alike by
+    some prefix of whitespace (blank lines match blank lines)."""
+    for i in range(start, len(source) - len(chunk) + 1):
+        first = source[i]
+        if not first.endswith(chunk[0]):
+            continue
+        indent = first[: len(first) - len(chunk[0])]
+        if indent.strip():
+            continue
+        if all(
+            (not line.strip() and not source[i + j].strip()) or source[i + j] == indent + line
+            for j, line in enumerate(chunk)
+        ):
+            return i
+    return None
+
+
+# ----------------------------------------------------------------- quoted names
+
+#: Spans of inline code that name something of rlbench's: a dotted path into rlbench, the
+#: built-in plugins or the lane toolkit's names (``LaneParameters.zero_grad()``).
+DOTTED = re.compile(r"`((?:rlbench|rlbench_dqn|rlbench_pg|rlbench_mlp)(?:\.[A-Za-z_]\w*)+)")
+TOOLKIT = re.compile(r"`([A-Z]\w*(?:\.[A-Za-z_]\w*)*)")
+
+
+def _quoted_names() -> list[tuple[str, str]]:
+    import rlbench.lanes
+
+    found = []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        names = set(DOTTED.findall(text))
+        names |= {n for n in TOOLKIT.findall(text) if n.split(".")[0] in rlbench.lanes.__all__}
+        found += [(str(document.relative_to(REPO)), name) for name in sorted(names)]
+    return found
+
+
+def _resolve(name: str) -> object:
+    """The object a dotted name designates: the longest importable module, then attributes
+    (a bare name is looked up in rlbench.lanes). An attribute of a class's instances
+    (``LaneParameters.grad``) is one its source assigns (``self.grad = ...``)."""
+    parts = name.split(".")
+    if not parts[0].startswith("rlbench"):
+        parts = ["rlbench", "lanes", *parts]
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            assigned = rf"\bself\.{attribute}\b(: [^=]+)? = "
+            if (
+                isinstance(obj, type)
+                and not hasattr(obj, attribute)
+                and re.search(assigned, inspect.getsource(obj))
+            ):
+                return None  # an instance attribute: nothing further to look up
+            obj = getattr(obj, attribute)
+        return obj
+    raise ImportError(name)
+
+
+@pytest.mark.parametrize(
+    "where, name", _quoted_names(), ids=[f"{w}:{n}" for w, n in _quoted_names()]
+)
+def test_every_quoted_rlbench_name_exists(where, name):
+    """A renamed or removed module, class or method is not left in the docs."""
+    try:
+        _resolve(name)
+    except (ImportError, AttributeError) as exc:
+        pytest.fail(f"{where} names `{name}`, which does not exist ({exc})")
 
 
 # ------------------------------------------------------------------------- toml

@@ -1,16 +1,16 @@
 """The fast paths of the harness and the DQN family against the plain code they replace.
 
-Each shortcut (fused Adam without its wrapper, gradient clipping of stacked lanes, scalar
-exploration draws for one environment, replay writes through numpy, a training phase's
-minibatches drawn at once with their targets computed together, the harness's shared
-observation tensors) claims to compute exactly what the plain version does; these tests
-hold it to that.
+Each shortcut (scalar exploration draws for one environment, replay writes through numpy, a
+training phase's minibatches drawn at once with their targets computed together, the
+harness's shared observation tensors) claims to compute exactly what the plain version does;
+these tests hold it to that. The lane toolkit's own shortcuts (its optimizers, clipper and
+target updates, and PyTorch's private kernels under them) are tested in
+``test_lane_toolkit.py`` and ``test_lane_kernels.py``.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import textwrap
 
@@ -18,11 +18,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlbench_dqn import fastpath
 from rlbench_dqn.dqn import DQN, DQNConfig
 from rlbench_dqn.exploration import lane_epsilon_greedy
-from rlbench_dqn.fastpath import FusedAdam
-from rlbench_dqn.qagent import lane_clip_grad_norm
 from rlbench_mlp import MLPConfig, build_mlp
 
 from rlbench import AgentContext, Transition
@@ -30,142 +27,6 @@ from rlbench.lanes import LaneReplayBuffer
 from rlbench.runspec import expand
 from rlbench.suite import load_suite
 from rlbench.training import execute_run
-
-
-def mlp(seed: int = 0, hidden=(32, 32)) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return build_mlp(4, 2, MLPConfig(hidden_sizes=list(hidden)))
-
-
-def test_fused_step_is_step_bit_for_bit():
-    a, b = mlp(), mlp()
-    opt_a = torch.optim.Adam(a.parameters(), lr=2.3e-3, fused=True)
-    opt_b = FusedAdam(b.parameters(), lr=2.3e-3)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(20):
-        x = torch.randn(16, 4, generator=gen)
-        for net, opt in ((a, opt_a), (b, opt_b)):
-            opt.zero_grad(set_to_none=True)
-            net(x).pow(2).mean().backward()
-        opt_a.step()
-        opt_b.fused_step()
-    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-        assert torch.equal(pa, pb)
-    state_a, state_b = opt_a.state_dict()["state"], opt_b.state_dict()["state"]
-    for key in state_a:
-        for name in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(state_a[key][name], state_b[key][name])
-
-
-def test_fused_step_falls_back_to_step_with_hooks():
-    net = mlp()
-    opt = FusedAdam(net.parameters(), lr=1e-3)
-    calls = []
-    opt.register_step_post_hook(lambda *_: calls.append(1))
-    for _ in range(3):
-        opt.zero_grad(set_to_none=True)
-        net(torch.ones(2, 4)).sum().backward()
-        opt.fused_step()
-    assert len(calls) == 3
-
-
-class Hiding:
-    """A module as a PyTorch without ``name`` would show it (other names pass through), and
-    a count of the calls made through it to ``counted``."""
-
-    def __init__(self, module, name: str | None = None, counted: str | None = None) -> None:
-        self.module, self.name, self.counted, self.calls = module, name, counted, 0
-
-    def __getattr__(self, attr):
-        if attr == self.name:
-            raise AttributeError(attr)
-        value = getattr(self.module, attr)
-        if attr != self.counted:
-            return value
-
-        def counting(*args, **kwargs):
-            self.calls += 1
-            return value(*args, **kwargs)
-
-        return counting
-
-
-def train_fused_adam(steps: int = 20) -> tuple[torch.nn.Module, FusedAdam]:
-    net = mlp()
-    opt = FusedAdam(net.parameters(), lr=2.3e-3)
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        opt.zero_grad(set_to_none=True)
-        net(torch.randn(16, 4, generator=gen)).pow(2).mean().backward()
-        opt.fused_step()
-    return net, opt
-
-
-@pytest.mark.parametrize(
-    ("module", "name"),
-    [
-        ("torch", "_fused_adam_"),
-        ("torch", "_foreach_add_"),
-        ("torch_optimizer", "_global_optimizer_pre_hooks"),
-        ("torch_optimizer", "_global_optimizer_post_hooks"),
-    ],
-)
-def test_fused_step_without_a_private_name_takes_the_public_step_with_the_same_result(
-    monkeypatch, module, name
-):
-    counter = Hiding(torch, counted="_fused_adam_")
-    monkeypatch.setattr(fastpath, "torch", counter)
-    fast_net, fast_opt = train_fused_adam()
-    assert counter.calls == 19  # the fast path ran (the first step creates the state)
-
-    monkeypatch.setattr(fastpath, module, Hiding(getattr(fastpath, module), name=name))
-    public_net, public_opt = train_fused_adam()
-    assert counter.calls == 19  # no direct call of the kernel: every step was step()
-    for a, b in zip(fast_net.parameters(), public_net.parameters(), strict=True):
-        assert torch.equal(a, b)
-    state_a, state_b = fast_opt.state_dict()["state"], public_opt.state_dict()["state"]
-    for key in state_a:
-        for moment in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(state_a[key][moment], state_b[key][moment])
-
-
-@pytest.mark.parametrize("scale", [1e-6, 1e-2, 1.0, 30.0, 1e4])
-@pytest.mark.parametrize("max_norm", [0.5, 10.0])
-def test_lane_clip_grad_norm_is_torchs_clip_of_each_lane(scale, max_norm):
-    gen = torch.Generator().manual_seed(int(scale * 1000) % 997)
-    for _ in range(10):
-        nets = [mlp(hidden=(64, 64)) for _ in range(3)]
-        for net in nets:
-            for p in net.parameters():
-                p.grad = torch.randn(p.shape, generator=gen) * scale * (1 + len(nets))
-        columns = list(zip(*(net.parameters() for net in nets), strict=True))
-        stacked = [torch.nn.Parameter(torch.stack([p.detach() for p in ps])) for ps in columns]
-        for sp, ps in zip(stacked, columns, strict=True):
-            sp.grad = torch.stack([p.grad for p in ps])
-        for net in nets:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), max_norm)
-        lane_clip_grad_norm(stacked, max_norm)
-        for k, net in enumerate(nets):
-            for sp, p in zip(stacked, net.parameters(), strict=True):
-                torch.testing.assert_close(sp.grad[k], p.grad, rtol=2e-6, atol=0)
-
-
-@pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_lane_clip_grad_norm_on_non_finite_gradients_touches_that_lane_only(bad):
-    grads = [torch.tensor([[1.0, bad, 2.0], [1.0, 2.0, 2.0]]), torch.tensor([[3.0, 4.0]] * 2)]
-    params = [torch.nn.Parameter(torch.zeros_like(g)) for g in grads]
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g.clone()
-    lane_clip_grad_norm(params, 1.0)
-    reference = [torch.nn.Parameter(torch.zeros_like(g[0])) for g in grads]
-    for p, g in zip(reference, grads, strict=True):
-        p.grad = g[0].clone()
-    torch.nn.utils.clip_grad_norm_(reference, 1.0)
-    for p, r in zip(params, reference, strict=True):
-        torch.testing.assert_close(p.grad[0], r.grad, equal_nan=True, rtol=0, atol=0)
-    # Lane 1 is finite: clipped to norm 1 on its own.
-    lane1 = torch.cat([p.grad[1].flatten() for p in params])
-    assert torch.linalg.vector_norm(lane1).item() == pytest.approx(1.0, rel=1e-5)
 
 
 def reference_epsilon_greedy(q_values, epsilon, rng):
@@ -197,16 +58,22 @@ def test_epsilon_greedy_draws_what_the_general_path_draws(n):
         assert fast[k].random() == reference[k].random()
 
 
-def test_replay_writes_through_numpy_equal_tensor_writes():
+@pytest.mark.parametrize("box", [False, True], ids=["discrete", "box"])
+def test_replay_writes_through_numpy_equal_tensor_writes(box):
     rngs = (np.random.default_rng(0), np.random.default_rng(1))
-    fast = LaneReplayBuffer(7, 2, torch.device("cpu"), rngs)
-    plain = LaneReplayBuffer(7, 2, torch.device("cpu"), rngs)
+    layout = {"action_shape": (2,), "action_dtype": torch.float32} if box else {}
+    fast = LaneReplayBuffer(7, 2, torch.device("cpu"), rngs, **layout)
+    plain = LaneReplayBuffer(7, 2, torch.device("cpu"), rngs, **layout)
     plain._np = None  # the tensor path (the one other devices take)
     gen = torch.Generator().manual_seed(0)
     for _ in range(6):  # 2 lanes of 3 environments: wraps around a 7-slot buffer twice
+        if box:
+            action = torch.randn(2, 3, 2, generator=gen)
+        else:
+            action = torch.randint(4, (2, 3), generator=gen)
         t = Transition(
             obs=torch.randn(2, 3, 2, generator=gen),
-            action=torch.randint(4, (2, 3), generator=gen),
+            action=action,
             reward=torch.randn(2, 3, generator=gen),
             next_obs=torch.randn(2, 3, 2, generator=gen),
             terminated=torch.rand(2, 3, generator=gen) < 0.5,
@@ -264,6 +131,7 @@ def test_a_phase_with_targets_computed_together_trains_like_per_step_targets(mon
     monkeypatch.setattr("rlbench_dqn.dqn.PHASE_CHUNK_ROWS", 32 * 8)  # several chunks
     for agent in (together, per_step):
         calls = []
+
         def counted(*args, agent=agent, calls=calls):
             calls.append(1)
             return DQN.targets(agent, *args)

@@ -22,6 +22,7 @@ with :func:`lane_clip_grad_norm` and steps with :class:`LaneOptimizer`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -30,6 +31,12 @@ import torch
 from rlbench.lanes import kernels
 
 OptimizerName = Literal["adam", "rmsprop"]
+
+# On the autograd path (LaneParameters.zero_grad) autograd adds each gradient into its view
+# of the [lanes, size] buffer in place, as intended, and warns once per process that such a
+# view is not laid out like a dense parameter ("may impair performance"): here that layout
+# is the point. Only this message is silenced.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
 
 
 class LaneParameters:
@@ -47,7 +54,7 @@ class LaneParameters:
         self.params = list(params)
         if not self.params:
             raise ValueError("LaneParameters needs at least one parameter")
-        self.lanes = self.params[0].shape[0]
+        self.lanes = self.params[0].shape[0] if self.params[0].dim() else 0
         if any(p.dim() == 0 or p.shape[0] != self.lanes for p in self.params):
             raise ValueError(
                 "LaneParameters: every parameter must be stacked [lanes, ...] with the same "
@@ -93,9 +100,12 @@ class LaneOptimizer:
 
     The learning rate is given at every :meth:`step`, so that a schedule needs no optimizer
     bookkeeping. Both run torch's own kernels (Adam's fused kernel, RMSprop's foreach
-    operations) on the lanes' rows of the parameters, gradients and moments: a lane steps
-    exactly as ``torch.optim.Adam(fused=True)`` or ``torch.optim.RMSprop(foreach=True)``
-    steps its parameters (``tests/test_pg.py``).
+    operations) on the lanes' rows of the parameters, gradients and moments. A lane's row
+    steps exactly as ``torch.optim.RMSprop(foreach=True)`` steps its parameters, and as
+    ``torch.optim.Adam(fused=True)`` steps the row taken as one tensor (against the same
+    parameters as separate tensors, Adam's fused kernel rounds each tensor's last, partial
+    vector differently, so an element can differ by an ulp; ``tests/test_lane_toolkit.py``).
+    Whatever the group, a lane steps exactly as it does alone.
     """
 
     def __init__(
@@ -182,7 +192,8 @@ def lane_clip_grad_norm(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
     ``min(1, max_norm / (norm_k + 1e-6))``, ``norm_k`` the Euclidean norm of lane ``k``'s
     gradients (torch takes it as the norm of per-tensor norms: the same number, rounded
     within a few units of the last place). Returns the norms before clipping, ``[lanes]``. A
-    lane with non-finite gradients gets NaN gradients; the other lanes are untouched."""
+    lane with non-finite gradients gets what ``clip_grad_norm_`` gives it (NaN where a gradient
+    was infinite, NaN throughout for a NaN); the other lanes are untouched."""
     with torch.no_grad():
         norms = torch.linalg.vector_norm(grad, dim=1)
         # A factor of 1 changes no gradient: where every lane's norm is clearly below

@@ -157,6 +157,4 @@ def action_layout(space: gym.Space) -> tuple[tuple[int, ...], torch.dtype]:
         return (flat_size(space),), torch.float32
     if isinstance(space, gym.spaces.MultiDiscrete):
         return (flat_size(space),), torch.long
-    raise ValueError(
-        f"a replay buffer stores Discrete, Box or MultiDiscrete actions, got {space}"
-    )
+    raise ValueError(f"a replay buffer stores Discrete, Box or MultiDiscrete actions, got {space}")
