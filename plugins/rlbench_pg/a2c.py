@@ -35,6 +35,7 @@ from rlbench.lanes import LaneOptimizer
 from rlbench_pg.actor_critic import (
     ActorCritic,
     ActorCriticConfig,
+    evaluate_actions,
     explained_variance,
     scheduled,
     standardize,
@@ -68,14 +69,7 @@ def reference_loss(
     policy's log standard deviation (``[dim]``, Box actions) or ``None`` (Discrete actions:
     the actor outputs logits). ``batch`` holds the lane's samples without the lane dimension
     (``obs`` ``[n, obs_size]``; ``actions``, ``advantages`` and ``returns`` ``[n]``)."""
-    out = actor(batch.obs)
-    if log_std is None:
-        dist = torch.distributions.Categorical(logits=out)
-        log_prob, entropy = dist.log_prob(batch.actions), dist.entropy()
-    else:  # a diagonal Gaussian: the actor gives the mean, summed over action dimensions
-        dist = torch.distributions.Normal(out, log_std.exp())
-        log_prob = dist.log_prob(batch.actions.reshape(out.shape)).sum(-1)
-        entropy = dist.entropy().sum(-1)
+    log_prob, entropy = evaluate_actions(actor, log_std, batch.obs, batch.actions)
     values = critic(batch.obs).squeeze(-1)
 
     advantages = batch.advantages

@@ -147,6 +147,24 @@ def explained_variance(predicted: torch.Tensor, target: torch.Tensor) -> torch.T
     return torch.where(var_target > 0, 1 - var_error / var_target, 0.0)
 
 
+def evaluate_actions(
+    actor: nn.Module, log_std: torch.Tensor | None, obs: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One lane's policy on ``obs`` ``[n, obs_size]``, in plain autograd, as
+    Stable-Baselines3's ``evaluate_actions``: the log-probabilities of ``actions`` and the
+    entropies, ``[n]`` each. ``log_std`` is the Gaussian policy's log standard deviation
+    (``[dim]``, Box actions: the actor gives the mean; both summed over action dimensions)
+    or ``None`` (Discrete actions: the actor gives the logits). The agents' reference losses
+    read it; their updates compute the same by hand (:mod:`rlbench_pg.distributions`)."""
+    out = actor(obs)
+    if log_std is None:
+        dist = torch.distributions.Categorical(logits=out)
+        return dist.log_prob(actions), dist.entropy()
+    gaussian = torch.distributions.Normal(out, log_std.exp())
+    log_prob = gaussian.log_prob(actions.reshape(out.shape)).sum(-1)
+    return log_prob, gaussian.entropy().sum(-1)
+
+
 def orthogonal_init(network: nn.Module, head_gain: float, generator: torch.Generator) -> None:
     """Stable-Baselines3's initialisation of every ``nn.Linear`` of ``network``: orthogonal
     weights with gain √2, the last layer (the head) with ``head_gain``, biases 0. Drawn on the

@@ -37,6 +37,7 @@ from rlbench_pg.actor_critic import (
     ActorCritic,
     ActorCriticConfig,
     Schedule,
+    evaluate_actions,
     explained_variance,
     scheduled,
     standardize,
@@ -93,14 +94,7 @@ def reference_loss(
     (``obs`` ``[n, obs_size]``; ``actions``, ``values`` and ``log_probs`` of the rollout
     policy, ``advantages`` and ``returns`` ``[n]``). ``clip_range`` is the surrogate's clip
     range at this update (its schedule applied)."""
-    out = actor(batch.obs)
-    if log_std is None:
-        dist = torch.distributions.Categorical(logits=out)
-        log_prob, entropy = dist.log_prob(batch.actions), dist.entropy()
-    else:  # a diagonal Gaussian: the actor gives the mean, summed over action dimensions
-        dist = torch.distributions.Normal(out, log_std.exp())
-        log_prob = dist.log_prob(batch.actions.reshape(out.shape)).sum(-1)
-        entropy = dist.entropy().sum(-1)
+    log_prob, entropy = evaluate_actions(actor, log_std, batch.obs, batch.actions)
     values = critic(batch.obs).squeeze(-1)
 
     advantages = batch.advantages
