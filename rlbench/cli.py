@@ -645,7 +645,7 @@ def tune_command(
     console.print(
         f"Tuning {plan.label} ({plan.agent}) on {', '.join(e for e, _ in plan.environments)}: "
         f"study {name!r} in {location.storage_label}; {job.target} trials of "
-        f"{len(plan.seeds)} seeds x {plan.steps} steps; {plan.sampler} sampler, "
+        f"{len(plan.seeds)} seeds x {plan.steps_label} steps; {plan.sampler} sampler, "
         f"{plan.pruner} pruner (warm-up {plan.warmup_steps} steps); objective: "
         f"{tuning.objective_label(plan)}.\nSearch space: {dims}"
         + (f"; fixed: {plan.fixed}" if plan.fixed else ""),

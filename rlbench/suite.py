@@ -150,7 +150,8 @@ class TuneTable(_Strict):
     """Label of the [[agents]] entry to tune (or a registered agent name); default: the
     first entry. Its config is the starting point that the search space overrides."""
     environments: EnvironmentList | None = Field(None, min_length=1)
-    """Environments every trial trains on; default: the suite's environments."""
+    """Environments every trial trains on; default: the suite's environments that
+    ``rlbench run`` trains the agent on."""
     trials: int = Field(20, gt=0)
     """Finished trials to reach (complete, pruned or failed); --trials overrides."""
     seeds_per_trial: int = Field(3, gt=0)
@@ -160,8 +161,8 @@ class TuneTable(_Strict):
     pruner: Literal["median", "hyperband", "none"] = "median"
     """"median", "hyperband" (successive halving) or "none"."""
     warmup_steps: int | None = Field(None, ge=0)
-    """Environment steps of a trial before it can be pruned; default: a quarter of
-    budget.steps."""
+    """Environment steps of a trial before it can be pruned; default: a quarter of the first
+    tuned environment's steps."""
     objective: Literal["iqm", "mean"] = "iqm"
     """Aggregate of the final evaluation returns over seeds (and environments)."""
     seed: int = Field(0, ge=0)

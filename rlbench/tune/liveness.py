@@ -88,8 +88,7 @@ def _lost_worker(trial: FrozenTrial) -> str | None:
         if not _worker_is_dead(identity):
             return None
         return (
-            f"worker process {identity.get('pid')} on {identity.get('host')} died during "
-            "the trial"
+            f"worker process {identity.get('pid')} on {identity.get('host')} died during the trial"
         )
     # Killed between creating the trial and recording itself on it: nobody else will ever
     # finish or fail it (it has no heartbeat either), and the study would wait for it.

@@ -167,12 +167,23 @@ def _best_suite_name(location: StudyLocation) -> str:
 
 def _best_suite_toml(job: TuneJob, best: FrozenTrial) -> str:
     """A ready-to-run suite: the tuned agent (``<label>_tuned``) beside the default one
-    (``<label>``), on the suite's own seeds (never tuning seeds) with the same budget."""
+    (``<label>``), on the suite's own seeds (never tuning seeds), each environment with the
+    budget, ``env_config`` and networks its trials trained with."""
     plan, location = job.plan, job.location
     tuned = {**plan.base_config, **plan.fixed, **best.params}
-    envs = [
-        env if not kwargs else {"id": env, "kwargs": kwargs} for env, kwargs in plan.environments
-    ]
+    # The search space's values override env_config: the tuned entry's leaves them out.
+    searched = {**plan.fixed, **best.params}
+    tuned_env_config = {
+        env: kept
+        for env, override in plan.env_config.items()
+        if (kept := {k: v for k, v in override.items() if k not in searched})
+    }
+    envs: list[Any] = []
+    for env, kwargs in plan.environments:
+        budget = {k: v for k, v in plan.budget_of(env).items() if v != getattr(plan, k)}
+        entry = {"id": env, **({"kwargs": kwargs} if kwargs else {})}
+        entry.update({"budget": budget} if budget else {})
+        envs.append(entry if len(entry) > 1 else env)
     lines = [
         f"# Written by `rlbench tune`: study {location.study_name!r} ({location.storage_label}).",
         f"# Best trial: {best.number}, value {best.value:.6g} = {objective_label(plan)},",
@@ -193,7 +204,11 @@ def _best_suite_toml(job: TuneJob, best: FrozenTrial) -> str:
     ]
     if plan.eval_max_episode_steps is not None:
         lines.append(f"eval_max_episode_steps = {plan.eval_max_episode_steps}")
-    for label, config in ((f"{plan.label}_tuned", tuned), (plan.label, plan.base_config)):
+    entries = (
+        (f"{plan.label}_tuned", tuned, tuned_env_config),
+        (plan.label, plan.base_config, plan.env_config),
+    )
+    for label, config, env_config in entries:
         lines += [
             "",
             "[[agents]]",
@@ -202,6 +217,10 @@ def _best_suite_toml(job: TuneJob, best: FrozenTrial) -> str:
             f"config = {_toml(config)}",
             f"network = {_toml(plan.network)}",
         ]
+        if plan.networks:
+            lines.append(f"networks = {_toml(plan.networks)}")
+        if env_config:
+            lines.append(f"env_config = {_toml(env_config)}")
     return "\n".join(lines) + "\n"
 
 

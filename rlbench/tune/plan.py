@@ -5,6 +5,13 @@ trials from.
 Tuning reads a suite and never the other way round: :func:`resolve_plan` is where the
 ``[tune]`` table is checked against the agent's config and its plugin's default search
 space (``rlbench tune`` and ``rlbench validate`` call it; ``rlbench run`` does not need it).
+
+A trial trains its target as ``rlbench run`` trains it: the plan's :attr:`TunePlan.runs`
+come from :func:`rlbench.runspec.expand` on the suite narrowed to the tuned agent, the tuned
+environments and the tuning seeds, so each environment has its own budget, the agent's
+``env_config`` for it and the agent's network roles. A trial puts the search space's values
+(fixed and sampled) on top of each run's config: they override ``config`` and
+``env_config`` alike.
 """
 
 from __future__ import annotations
@@ -20,13 +27,14 @@ from pydantic import BaseModel, ValidationError
 from rlbench.devices import resolve_device
 from rlbench.errors import SuiteError, did_you_mean
 from rlbench.plugins import Catalogue
+from rlbench.runspec import RunSpec, expand
 from rlbench.specs import ReferenceScores
 from rlbench.suite import (
     AgentEntry,
+    BudgetOverride,
     EnvironmentEntry,
     ResolvedAgent,
     Suite,
-    SuiteFile,
     TuneTable,
     resolve_agent,
 )
@@ -36,6 +44,8 @@ from rlbench.tune.space import Choices, Dimension, Fixed, FloatRange, IntRange, 
 #: (so trials are compared on equal terms) and never among a suite's own seeds, so that
 #: ``rlbench run`` on the best configuration evaluates it on seeds it was not tuned on.
 _TUNING_SEED_BASE = 10_000
+#: The keys of a run's budget (a RunSpec's and a suite's [budget]'s).
+BUDGET_KEYS = ("steps", "eval_interval", "eval_episodes", "eval_max_episode_steps")
 
 
 @dataclass(frozen=True)
@@ -59,10 +69,20 @@ class TunePlan:
     label: str
     base_config: dict[str, Any]
     """The tuned entry's own config overrides (what best.toml's default entry keeps)."""
+    env_config: dict[str, dict[str, Any]]
+    """The tuned entry's own ``env_config`` overrides, of the tuned environments."""
     resolved_config: dict[str, Any]
-    """The entry's full config with the agent's defaults (what trial runs start from)."""
+    """The entry's full config with the agent's defaults (on environments without an
+    ``env_config``)."""
     network: dict[str, Any]
+    networks: dict[str, dict[str, Any]]
+    """The resolved network of each role the entry shapes apart from ``network``."""
     environments: tuple[tuple[str, dict[str, Any]], ...]
+    runs: tuple[RunSpec, ...]
+    """Every environment x tuning seed, in the order a trial trains them (environments,
+    then seeds), as ``rlbench run`` resolves them: each environment's budget, the agent's
+    config for it (``env_config`` merged) and its networks. A trial's runs are these with
+    the search space's values on top of their config (:meth:`trial_config`)."""
     references: dict[str, tuple[float, float] | None]
     dims: dict[str, Dimension]
     """The tuned dimensions (never Fixed)."""
@@ -73,6 +93,8 @@ class TunePlan:
     devices: tuple[str, ...]
     device: str
     steps: int
+    """The suite's ``[budget]`` (this and the next three): what an environment without a
+    budget of its own trains with. Each run's own is in :attr:`runs`."""
     eval_interval: int
     eval_episodes: int
     eval_max_episode_steps: int | None
@@ -90,7 +112,29 @@ class TunePlan:
 
     @property
     def steps_per_trial(self) -> int:
-        return self.steps * len(self.environments) * len(self.seeds)
+        """Environment steps a trial trains: every run's budget, summed."""
+        return sum(run.steps for run in self.runs)
+
+    @property
+    def steps_label(self) -> str:
+        """Each environment's steps per run, in words: ``600`` or ``600 (CartPole-v1),
+        400 (Acrobot-v1)``."""
+        steps = {run.env: run.steps for run in self.runs}
+        if len(set(steps.values())) == 1:
+            return str(next(iter(steps.values())))
+        return ", ".join(f"{n} ({env})" for env, n in steps.items())
+
+    def budget_of(self, env: str) -> dict[str, Any]:
+        """The budget of the runs on ``env``: ``{steps, eval_interval, eval_episodes,
+        eval_max_episode_steps}``."""
+        run = next(run for run in self.runs if run.env == env)
+        return {key: getattr(run, key) for key in BUDGET_KEYS}
+
+    def trial_config(self, run: RunSpec, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The unvalidated config of ``run`` in a trial that sampled ``params``: the search
+        space's fixed and sampled values over the run's config (``config`` with the
+        environment's ``env_config``)."""
+        return {**run.agent_config, **self.fixed, **params}
 
     def fingerprint(self) -> str:
         """What makes two trials comparable: a study's trials must all share it."""
@@ -101,7 +145,22 @@ class TunePlan:
         data = {k: v for k, v in asdict(self).items() if k in keys}
         data["dims"] = {name: dim.to_raw() for name, dim in sorted(self.dims.items())}
         data["environments"] = [list(e) for e in self.environments]
+        if any(self._differs(run) for run in self.runs):
+            # Only then: a study of a target without per-environment settings keeps the
+            # fingerprint it was created with, and resumes.
+            # Not the device: "auto" may resolve differently on the machines of one study.
+            data["runs"] = [
+                {k: v for k, v in run.identity().items() if k != "device"} for run in self.runs
+            ]
         return json.dumps(data, sort_keys=True, default=str)
+
+    def _differs(self, run: RunSpec) -> bool:
+        """Whether ``run`` trains with more than the base config, network and [budget]."""
+        return (
+            run.agent_config != self.resolved_config
+            or bool(run.networks)
+            or any(getattr(run, key) != getattr(self, key) for key in BUDGET_KEYS)
+        )
 
 
 def objective_label(plan: TunePlan) -> str:
@@ -117,22 +176,21 @@ def resolve_plan(
     """The tuning plan of a validated suite and the command line's overrides. Raises
     :class:`SuiteError` listing every problem (the same format as a suite's). Asks the
     agent's plugins for its default search space (once per catalogue)."""
-    plan, problems = _plan(suite.file, suite.agents, catalogue, overrides or TuneOverrides())
+    plan, problems = _plan(suite, catalogue, overrides or TuneOverrides())
     if problems or plan is None:
         raise SuiteError(str(suite.path), problems)
     return plan
 
 
 def _plan(
-    file: SuiteFile,
-    agents: Sequence[ResolvedAgent],
-    catalogue: Catalogue,
-    overrides: TuneOverrides,
+    suite: Suite, catalogue: Catalogue, overrides: TuneOverrides
 ) -> tuple[TunePlan | None, list[str]]:
+    file = suite.file
     table = file.tune or TuneTable()
     problems: list[str] = []
-    target = _target(file, agents, catalogue, overrides.agent or table.agent, problems)
-    environments = _environments(file, table, overrides, catalogue, problems)
+    target = _target(suite, catalogue, overrides.agent or table.agent, problems)
+    label = target[0].label if target is not None else None
+    environments = _environments(suite, label, table, overrides, catalogue, problems)
     seeds_per_trial = overrides.seeds_per_trial or table.seeds_per_trial
     seeds = tuple(range(_TUNING_SEED_BASE, _TUNING_SEED_BASE + seeds_per_trial))
     overlap = sorted(set(seeds) & set(file.seed_list))
@@ -143,16 +201,21 @@ def _plan(
         )
     if target is None or environments is None:
         return None, problems
-    resolved, entry_config = target
-    known = {a.label for a in agents} | set(catalogue.agents) | {resolved.label}
-    for label in table.space:
-        if label not in known:
+    resolved, entry = target
+    known = {a.label for a in suite.agents} | set(catalogue.agents) | {resolved.label}
+    for name in table.space:
+        if name not in known:
             problems.append(
-                f"tune.space.{label}: no [[agents]] entry has this label"
-                f"{did_you_mean(label, known)}; key it by the label of the agent it tunes"
+                f"tune.space.{name}: no [[agents]] entry has this label"
+                f"{did_you_mean(name, known)}; key it by the label of the agent it tunes"
             )
+    runs = _runs(suite, resolved, environments, seeds)
     spec = catalogue.agent(resolved.name)
-    dims, fixed = _space(table, resolved, spec.config_model, catalogue, problems)
+    configs: list[dict[str, Any]] = []  # the agent's config on each environment, once each
+    for run in runs:
+        if run.agent_config not in configs:
+            configs.append(run.agent_config)
+    dims, fixed = _space(table, resolved, spec.config_model, configs, catalogue, problems)
     sampler = overrides.sampler or table.sampler
     if sampler == "grid":
         ranges = [name for name, dim in dims.items() if not isinstance(dim, Choices)]
@@ -164,9 +227,9 @@ def _plan(
     if not dims and not problems:
         problems.append(f"tune.space.{resolved.label}: nothing to tune (no range or choices)")
     references = _references(environments, catalogue, problems)
-    budget = file.budget
-    steps_per_trial = budget.steps * len(environments) * len(seeds)
-    warmup = table.warmup_steps if table.warmup_steps is not None else budget.steps // 4
+    steps_per_trial = sum(run.steps for run in runs)
+    # A quarter of the first environment's budget: of [budget].steps when it has none of its own.
+    warmup = table.warmup_steps if table.warmup_steps is not None else runs[0].steps // 4
     if warmup >= steps_per_trial:
         problems.append(
             f"tune.warmup_steps: {warmup} leaves nothing to prune; a trial trains "
@@ -174,14 +237,19 @@ def _plan(
         )
     if problems:
         return None, problems
+    tuned_ids = {env.id for env in environments}
+    budget = file.budget
     plan = TunePlan(
         suite=file.name,
         agent=resolved.name,
         label=resolved.label,
-        base_config=dict(entry_config),
+        base_config=dict(entry.config),
+        env_config={e: dict(c) for e, c in entry.env_config.items() if e in tuned_ids},
         resolved_config=dict(resolved.config),
         network=dict(resolved.network),
+        networks={role: dict(net) for role, net in resolved.networks.items()},
         environments=tuple((env.id, dict(env.kwargs)) for env in environments),
+        runs=tuple(runs),
         references=references,
         dims=dims,
         fixed=fixed,
@@ -204,24 +272,22 @@ def _plan(
 
 
 def _target(
-    file: SuiteFile,
-    agents: Sequence[ResolvedAgent],
-    catalogue: Catalogue,
-    name: str | None,
-    problems: list[str],
-) -> tuple[ResolvedAgent, dict[str, Any]] | None:
-    """The agent entry to tune and its own config overrides: an [[agents]] entry by label,
-    then by agent name, else a registered agent with its defaults."""
-    configs = {entry.display: dict(entry.config) for entry in file.agents}
+    suite: Suite, catalogue: Catalogue, name: str | None, problems: list[str]
+) -> tuple[ResolvedAgent, AgentEntry] | None:
+    """The agent entry to tune, resolved and as the suite writes it: an [[agents]] entry by
+    label, then by agent name, else a registered agent with its defaults."""
+    agents = suite.agents
+    entries = {entry.display: entry for entry in suite.file.agents}
     if name is None:
-        return (agents[0], configs.get(agents[0].label, {})) if agents else None
+        return (agents[0], entries[agents[0].label]) if agents else None
     for by in ("label", "name"):
         for agent in agents:
             if getattr(agent, by) == name:
-                return agent, configs.get(agent.label, {})
+                return agent, entries[agent.label]
     if name in catalogue.agents:
-        resolved = resolve_agent(AgentEntry(name=name), "tune.agent", catalogue, [], problems)
-        return (resolved, {}) if resolved is not None else None
+        entry = AgentEntry(name=name)
+        resolved = resolve_agent(entry, "tune.agent", catalogue, [], problems)
+        return (resolved, entry) if resolved is not None else None
     pool = [a.label for a in agents] + list(catalogue.agents)
     problems.append(
         f"tune.agent: unknown agent {name!r}{did_you_mean(name, pool)}; give the label of an "
@@ -231,17 +297,26 @@ def _target(
 
 
 def _environments(
-    file: SuiteFile,
+    suite: Suite,
+    label: str | None,
     table: TuneTable,
     overrides: TuneOverrides,
     catalogue: Catalogue,
     problems: list[str],
 ) -> list[EnvironmentEntry] | None:
+    """The tuned environments, each as the suite has it: an id among the suite's
+    environments is that entry (its kwargs and budget), with the keys a ``[tune]
+    environments`` entry gives on top. By default, the suite's environments that ``rlbench
+    run`` trains the agent ``label`` on (``skip_incompatible`` may leave some out)."""
+    file = suite.file
     if overrides.environments:
         envs = [EnvironmentEntry(id=env) for env in overrides.environments]
         where = "--env"
+    elif table.environments:
+        envs = list(table.environments)
+        where = "tune.environments"
     else:
-        envs = list(table.environments or file.environments)
+        envs = [e for j, e in enumerate(file.environments) if not suite.skips(label or "", j)]
         where = "tune.environments"
     bad = [env.id for env in envs if not catalogue.has_environment(env.id)]
     for env_id in bad:
@@ -253,7 +328,56 @@ def _environments(
     ids = [env.id for env in envs]
     if len(set(ids)) != len(ids):
         problems.append(f"{where}: environments must be distinct, got {ids!r}")
-    return None if bad or len(set(ids)) != len(ids) else envs
+    if bad or len(set(ids)) != len(ids):
+        return None
+    resolved = [_as_in_suite(env, suite) for env in envs]
+    for env in resolved:
+        for pair in suite.skipped:
+            skipped = file.environments[pair.env_index]
+            if pair.label == label and (skipped.id, skipped.kwargs) == (env.id, env.kwargs):
+                problems.append(
+                    f"{where}: {label} cannot train on {env.id!r} ({pair.reason}); "
+                    "skip_incompatible leaves it out of the suite's runs, so tune on "
+                    "another environment"
+                )
+    return resolved
+
+
+def _as_in_suite(env: EnvironmentEntry, suite: Suite) -> EnvironmentEntry:
+    """``env`` as the suite's environment of the same id (kwargs, budget), with the keys
+    ``env`` gives itself on top: its kwargs replace the suite's, its budget keys override
+    the suite's. An id the suite does not have is ``env`` itself ([budget] applies)."""
+    own = next((e for e in suite.file.environments if e.id == env.id), None)
+    if own is None or env is own:
+        return env
+    kwargs = env.kwargs if "kwargs" in env.model_fields_set else own.kwargs
+    budget = own.budget
+    if env.budget is not None:
+        base = own.budget or BudgetOverride()
+        budget = base.model_copy(update=env.budget.model_dump(exclude_none=True))
+    return EnvironmentEntry(id=env.id, kwargs=dict(kwargs), budget=budget)
+
+
+def _runs(
+    suite: Suite,
+    agent: ResolvedAgent,
+    environments: Sequence[EnvironmentEntry],
+    seeds: Sequence[int],
+) -> list[RunSpec]:
+    """The runs ``rlbench run`` would train for ``agent`` on ``environments`` with
+    ``seeds`` (on the suite's first device): :func:`rlbench.runspec.expand` of the suite
+    narrowed to them, so that budgets, configs and networks resolve in one place."""
+    narrowed = suite.file.model_copy(
+        update={
+            "environments": list(environments),
+            "agents": [],
+            "seeds": list(seeds),
+            "devices": suite.file.devices[:1],
+            "skip_incompatible": False,
+            "tune": None,
+        }
+    )
+    return expand(Suite(path=suite.path, file=narrowed, agents=[agent], source=suite.source))
 
 
 def _references(
@@ -279,11 +403,13 @@ def _space(
     table: TuneTable,
     agent: ResolvedAgent,
     model: type[BaseModel],
+    configs: Sequence[Mapping[str, Any]],
     catalogue: Catalogue,
     problems: list[str],
 ) -> tuple[dict[str, Dimension], dict[str, Any]]:
     """The merged space: the plugin's default (unless ``use_default_space = false``),
-    overridden key by key by ``[tune.space.<label>]``. Returns (tuned, fixed)."""
+    overridden key by key by ``[tune.space.<label>]``, every value checked against each of
+    ``configs`` (the agent's config on each environment). Returns (tuned, fixed)."""
     raw: dict[str, tuple[Any, str]] = {}
     if table.use_default_space:
         default = catalogue.search_space(agent.name)
@@ -298,7 +424,10 @@ def _space(
     fixed: dict[str, Any] = {}
     for name, (value, where) in raw.items():
         dim, found = parse_dimension(value, where)
-        found += _check_against_config(name, dim, where, model, agent.config)
+        for config in configs:
+            found += [
+                p for p in _check_against_config(name, dim, where, model, config) if p not in found
+            ]
         problems += found
         if dim is None or found:
             continue

@@ -49,7 +49,8 @@ def _make_pruner(plan: TunePlan) -> optuna.pruners.BasePruner:
         )
     if plan.pruner == "hyperband":
         total = plan.steps_per_trial
-        first = min(max(plan.warmup_steps, plan.eval_interval, 1), total - 1)
+        # The first evaluation is the first environment's, at its eval_interval.
+        first = min(max(plan.warmup_steps, plan.runs[0].eval_interval, 1), total - 1)
         return optuna.pruners.HyperbandPruner(
             min_resource=first, max_resource=total, reduction_factor=3
         )

@@ -1,14 +1,18 @@
 """One trial: sample a configuration, train its runs, report to the pruner, and tell the
 study how it ended.
 
-A trial's runs train in the same order for every trial (environments, then seeds), and
-every evaluation is reported at the trial's environment steps so far. A lane agent trains
-an environment's seeds together (lanes: the same results as one by one, faster) and the
-pruner gets their mean return at step ``s`` at ``offset + seeds * s``; any other agent
-trains them one after the other and seed ``k``'s evaluation at step ``s`` is reported at
-``k * budget.steps + s``. Steps therefore count the environment steps a trial has consumed,
-pruner warm-ups are in environment steps, and at a given step every trial has trained the
-same seeds for the same number of steps, so the pruner compares like with like.
+A trial's runs are the plan's (each environment with its own budget, ``env_config`` and
+network roles, as ``rlbench run`` resolves them) with the sampled values on top, and train
+in the same order for every trial (environments, then seeds). Every evaluation is reported
+at the trial's environment steps so far, ``offset`` being the budgets of the runs trained
+before: a lane agent trains an environment's seeds together (lanes: the same results as one
+by one, faster) and the pruner gets their mean return at step ``s`` at ``offset + seeds *
+s``; any other agent trains them one after the other and seed ``k``'s evaluation at step
+``s`` is reported at ``offset + k * steps + s`` (``steps``: that environment's budget).
+Steps therefore count the environment steps a trial has consumed, pruner warm-ups are in
+environment steps, and at a given step every trial has trained the same runs for the same
+number of steps (every trial has the same budgets), so the pruner compares like with
+like.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import contextlib
 import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,26 +119,19 @@ def _aggregate(objective: str, scores: Sequence[float]) -> float:
     return float(iqm(scores) if objective == "iqm" else np.mean(scores))
 
 
-def _trial_runs(plan: TunePlan, config: Mapping[str, Any]) -> list[RunSpec]:
-    """A trial's runs in the order they train: environments, then seeds."""
+def _trial_runs(plan: TunePlan, params: Mapping[str, Any], catalogue: Catalogue) -> list[RunSpec]:
+    """A trial's runs in the order they train (environments, then seeds): the plan's runs
+    (as ``rlbench run`` resolves them) with the search space's fixed and sampled values on
+    top of each one's config, validated by the agent's config model as a suite's are."""
+    model = catalogue.agent(plan.agent).config_model
     return [
-        RunSpec(
-            suite=plan.suite,
-            agent=plan.agent,
-            label=plan.label,
-            agent_config=dict(config),
-            network=dict(plan.network),
-            env=env,
-            env_kwargs=dict(kwargs),
-            seed=seed,
-            device=plan.device,
-            steps=plan.steps,
-            eval_interval=plan.eval_interval,
-            eval_episodes=plan.eval_episodes,
-            eval_max_episode_steps=plan.eval_max_episode_steps,
+        replace(
+            run,
+            agent_config=model.model_validate(plan.trial_config(run, params)).model_dump(
+                mode="json"
+            ),
         )
-        for env, kwargs in plan.environments
-        for seed in plan.seeds
+        for run in plan.runs
     ]
 
 
@@ -146,13 +144,13 @@ def _evaluate_trial(
     A lane agent trains each environment's seeds together as lanes (the same results as
     one by one, faster); any other agent trains them one after the other."""
     params = _suggest(trial, plan.dims)
-    config = {**plan.resolved_config, **plan.fixed, **params}
+    runs = _trial_runs(plan, params, catalogue)
     scores: list[float] = []
     offset = 0
-    for group in lane_groups(_trial_runs(plan, config), catalogue, max_lanes=len(plan.seeds)):
+    for group in lane_groups(runs, catalogue, max_lanes=len(plan.seeds)):
         scale = _score_scale(plan, group[0].env)
         reporter = _Reporter(trial, offset, len(group), scale)
-        offset += len(group) * plan.steps
+        offset += len(group) * group[0].steps
         outcomes = execute_lanes(group, trial_dir, catalogue, reporter)
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at_step", reporter.pruned_at)
