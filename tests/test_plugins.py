@@ -467,5 +467,6 @@ def test_trace_shows_every_hook_call(plugin_dir, monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines() == [
         *registered,
         f"rlbench_search_space(agent_name='naive_dqn') [{module}] -> None",
+        "rlbench_search_space(agent_name='naive_dqn') [offpolicy] -> None",
         "rlbench_search_space(agent_name='naive_dqn') [dqn] -> {" + ", ".join(space) + "}",
     ]
