@@ -15,13 +15,15 @@ already.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
-from rlbench import AgentContext
+from rlbench import AgentContext, Transition
 from rlbench.lanes import flat_size
 
 
@@ -103,3 +105,25 @@ def check_gradient_steps(value: int) -> int:
             f"the previous training (got {value})"
         )
     return value
+
+
+def record_step(agent: Any, t: Transition) -> int:
+    """What SAC and TD3 do with each step before learning from it: store ``t`` in
+    ``agent.buffer`` with the ``[-1, 1]`` action ``act()`` chose (``agent._acted``; the
+    rescaled one reached the environment), count the environment steps (``agent.steps``) and
+    the harness's vectorized steps (``agent.harness_steps``), and return how many gradient
+    steps to take now: SB3's schedule, ``gradient_steps`` (``train_freq × num_envs`` for -1)
+    after every ``train_freq`` vectorized steps once past ``learning_starts``, else 0."""
+    c = agent.config
+    if agent._acted is not None and agent._acted[0] is t.action:
+        unit = agent._acted[1]
+    else:  # actions act() did not return (a test's): scale them back
+        unit = agent.actions.to_unit(t.action)
+    agent._acted = None
+    agent.buffer.add(dataclasses.replace(t, action=unit))
+    n = t.obs.shape[1]
+    agent.steps += n
+    agent.harness_steps += 1
+    if agent.harness_steps % c.train_freq != 0 or agent.steps <= c.learning_starts:
+        return 0
+    return c.gradient_steps if c.gradient_steps > 0 else c.train_freq * n

@@ -34,7 +34,6 @@ Read it top to bottom: config, construction, ``act``, ``observe``, the gradient 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -173,21 +172,10 @@ class TD3(LaneAgent[TD3Config]):
     # ------------------------------------------------------------------ learning
 
     def observe(self, t: Transition) -> Mapping[str, Any]:
-        c = self.config
-        # The replay stores the [-1, 1] action act() chose (the rescaled one reached the env).
-        if self._acted is not None and self._acted[0] is t.action:
-            unit = self._acted[1]
-        else:  # actions act() did not return (a test's): scale them back
-            unit = self.actions.to_unit(t.action)
-        self._acted = None
-        self.buffer.add(dataclasses.replace(t, action=unit))
-        n = t.obs.shape[1]
-        self.steps += n
-        self.harness_steps += 1
-        # SB3 trains after every train_freq vectorized steps once past learning_starts.
-        if self.harness_steps % c.train_freq != 0 or self.steps <= c.learning_starts:
+        # Store the step (with the [-1, 1] action) and learn on SB3's schedule.
+        gradient_steps = common.record_step(self, t)
+        if gradient_steps == 0:
             return {}
-        gradient_steps = c.gradient_steps if c.gradient_steps > 0 else c.train_freq * n
         critic_losses, actor_losses = [], []
         for _ in range(gradient_steps):
             critic_loss, actor_loss = self.gradient_step()
