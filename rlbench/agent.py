@@ -11,17 +11,59 @@ they buffer transitions in :meth:`Agent.observe` and update when their rollout i
 from __future__ import annotations
 
 import inspect
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import gymnasium as gym
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rlbench import snapshot
+
+
+def _takes_a_number(annotation: Any, text: str) -> bool:
+    """Whether ``annotation`` is a number type (or a union with one) that does not also take
+    the string ``text`` (a ``str`` field, or a ``Literal`` naming it)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _takes_a_number(get_args(annotation)[0], text)
+    if origin is Union or origin is types.UnionType:
+        options = get_args(annotation)
+        takes = [_takes_a_number(arg, text) for arg in options]
+        takes_text = any(
+            arg is str or (get_origin(arg) is Literal and text in get_args(arg)) for arg in options
+        )
+        return any(takes) and not takes_text
+    return annotation in (int, float)
+
+
+def numbers_not_strings(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """A before-validator for every field of ``model``: TOML has numbers, so a number
+    written as a string (``steps = "1000"``) is refused, with the fix, instead of parsed."""
+    if not isinstance(value, str) or info.field_name is None:
+        return value
+    field_info = model.model_fields.get(info.field_name)
+    if field_info is None or not _takes_a_number(field_info.annotation, value):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        raise ValueError(f"write a number, not a string, got {value!r}") from None
+    raise ValueError(f"write a number, not a string: {info.field_name} = {value}")
 
 
 class AgentConfig(BaseModel):
@@ -36,6 +78,11 @@ class AgentConfig(BaseModel):
 
     num_envs: int = Field(1, ge=1)
     """Environments the harness steps in parallel for this agent (batched transitions)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_not_strings(cls, value: Any, info: ValidationInfo) -> Any:
+        return numbers_not_strings(cls, value, info)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from rlbench import __version__, records
 from rlbench.defaults import DEFAULT_LANES
-from rlbench.errors import RlbenchError
+from rlbench.errors import RlbenchError, SuiteError
 from rlbench.progress import SuiteProgress
 from rlbench.results import load_runs, recorded_references, summary_table
 from rlbench.suite_lock import SuiteLock
@@ -40,20 +40,29 @@ class _Options:
         self.autoload = autoload
         self.plugins = plugins
 
-    def catalogue(self) -> Catalogue:
+    def catalogue(self, warn: bool = True) -> Catalogue:
+        """The catalogue of the plugins asked for; ``warn``: say now which failed to load
+        (else the command says it, after its own first line)."""
         from rlbench.plugins import load_catalogue
 
         try:
             catalogue = load_catalogue(autoload=self.autoload, extra_plugins=self.plugins)
         except RlbenchError as exc:
             _fail(str(exc))
-        _warn([broken.describe() for broken in catalogue.broken])
+        if warn:
+            _warn(_broken_lines(catalogue))
         return catalogue
 
 
-def _fail(message: str) -> NoReturn:
+def _broken_lines(catalogue: Catalogue) -> list[str]:
+    return [broken.describe() for broken in catalogue.broken]
+
+
+def _fail(message: str, then: Sequence[str] = ()) -> NoReturn:
+    """``error: message`` on stderr (then the warnings ``then``), and exit 2."""
     # soft_wrap: a problem stays on its one line, whatever the terminal's width.
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    _warn(then)
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -103,8 +112,19 @@ class _Group(click.Group):
             return super().make_context(*args, **kwargs)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _errors_first():
-            return super().invoke(ctx)
+        try:
+            with _errors_first():
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Click would say "Aborted!" and exit 1: Ctrl-C is exit 130, whatever the command
+            # was doing (a run's own interruption is said by the command, before this).
+            err_console.print(
+                "interrupted: what was written is kept; run the same command again to finish",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -387,15 +407,23 @@ def validate_command(options: _Options, suite_file: Path) -> None:
     from rlbench.runspec import expand
     from rlbench.suite import load_suite
 
+    # The plugins that failed to load are said after the verdict: the first line is the
+    # error, where a user and a script look.
+    catalogue = options.catalogue(warn=False)
     try:
-        catalogue = options.catalogue()
         suite = load_suite(suite_file, catalogue)
         if suite.file.tune is not None:  # what `rlbench tune` would refuse, said now
             from rlbench.tune import resolve_plan  # optuna: only for a suite that tunes
 
             resolve_plan(suite, catalogue)
+        # A suite whose agent or environment a broken plugin may provide loads (`run` fails
+        # only those runs), but it cannot pass validation.
+        cannot_run = suite.unavailable_problems()
+        if cannot_run:
+            raise SuiteError(str(suite_file), cannot_run)
     except RlbenchError as exc:
-        _fail(str(exc))
+        _fail(str(exc), then=_broken_lines(catalogue))
+    _warn(_broken_lines(catalogue))
     _warn(suite.warnings)
     runs = expand(suite)
     groups = lane_groups(runs, catalogue)
@@ -492,7 +520,6 @@ def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: P
     console.print(f"Report: {path}", markup=False, highlight=False)
 
 
-
 @cli.command("evaluate")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -524,6 +551,7 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
         soft_wrap=True,
     )
 
+
 @cli.command("tune")
 @click.option(
     "--suite",
@@ -554,8 +582,19 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
     show_default=True,
     help="Worker processes working on the study at once.",
 )
-@click.option("--sampler", type=click.Choice(["tpe", "random", "grid"]), default=None)
-@click.option("--pruner", type=click.Choice(["median", "hyperband", "none"]), default=None)
+@click.option(
+    "--sampler",
+    type=click.Choice(["tpe", "random", "grid"]),
+    default=None,
+    help="How trials pick parameters; grid: every combination of the choices "
+    "[default: the [tune] table's, else tpe].",
+)
+@click.option(
+    "--pruner",
+    type=click.Choice(["median", "hyperband", "none"]),
+    default=None,
+    help="How unpromising trials are stopped early [default: the [tune] table's, else median].",
+)
 @click.option(
     "--storage",
     "storage_url",
@@ -567,9 +606,16 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
 @click.option(
     "--study-name",
     default=None,
-    help="[default: <agent label>-<environments>]; rerun with the same name to resume.",
+    help="Name of the Optuna study; rerun with the same name to resume "
+    "[default: <agent label>-<environments>].",
 )
-@click.option("--seeds-per-trial", type=click.IntRange(min=1), default=None)
+@click.option(
+    "--seeds-per-trial",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Seeds each trial trains (10000, 10001, ...: never the suite's own) "
+    "[default: the [tune] table's, else 3].",
+)
 @click.option(
     "--results",
     "results_root",

@@ -25,7 +25,7 @@ class PluginError(RlbenchError):
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest candidate names, or an empty string."""
-    pool = list(candidates)
+    pool = list(dict.fromkeys(candidates))  # a name two sources offer is suggested once
     close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
     if not close:
         lowered = {c.lower(): c for c in pool}

@@ -9,9 +9,9 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
-from rlbench.agent import Agent, AgentConfig
+from rlbench.agent import Agent, AgentConfig, numbers_not_strings
 from rlbench.errors import RlbenchError
 
 
@@ -47,6 +47,11 @@ class NetworkConfig(BaseModel):
     table). Unknown keys are rejected."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_not_strings(cls, value: Any, info: ValidationInfo) -> Any:
+        return numbers_not_strings(cls, value, info)
 
 
 @dataclass(frozen=True)
@@ -137,8 +142,10 @@ class EnvironmentSpec:
         module = missing.name if isinstance(missing, ModuleNotFoundError) else None
         if module is None and not isinstance(exc, gym.error.DependencyNotInstalled):
             return None
-        what = f"the module {module!r}, which is not installed" if module else " ".join(
-            str(exc).split()
+        what = (
+            f"the module {module!r}, which is not installed"
+            if module
+            else " ".join(str(exc).split())
         )
         return f"needs {what}" + (f"; install it with: {self.install}" if self.install else "")
 

@@ -23,9 +23,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
+from rlbench.agent import numbers_not_strings
 from rlbench.errors import SuiteError, did_you_mean
 from rlbench.plugins import Catalogue
 
@@ -74,6 +76,11 @@ def slug(name: str) -> str:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_not_strings(cls, value: Any, info: ValidationInfo) -> Any:
+        return numbers_not_strings(cls, value, info)
 
 
 class BudgetOverride(_Strict):
@@ -192,7 +199,8 @@ class SuiteFile(_Strict):
 
     @field_validator("seeds", mode="before")
     @classmethod
-    def _seeds(cls, value: Any) -> Any:
+    def _seeds(cls, value: Any, info: ValidationInfo) -> Any:
+        value = numbers_not_strings(cls, value, info)
         expected = (
             f"expected a count of seeds (integer from 1 to {MAX_SEED_COUNT}) or a list of "
             "distinct integer seeds from 0 to 2**64 - 1"
@@ -280,6 +288,22 @@ class Suite:
         environment's own ``budget`` keys over it."""
         return _merged_budget(self.file, env_index)
 
+    def unavailable_problems(self) -> list[str]:
+        """One line per agent entry and environment that a plugin which failed to load may
+        have provided (``<key>: cannot run: <why>``): `rlbench run` fails only their runs,
+        `rlbench validate` refuses the suite."""
+        problems = [
+            f"agents[{i}].name: cannot run: {self.unavailable[entry.display]}"
+            for i, entry in enumerate(self.file.agents)
+            if entry.display in self.unavailable
+        ]
+        problems += [
+            f"environments[{j}]: cannot run: {self.unavailable[env.id]}"
+            for j, env in enumerate(self.file.environments)
+            if env.id in self.unavailable
+        ]
+        return problems
+
     def skips(self, label: str, env_index: int) -> bool:
         """Whether ``skip_incompatible`` leaves out agent ``label`` on that environment."""
         return any(p.label == label and p.env_index == env_index for p in self.skipped)
@@ -292,7 +316,12 @@ def load_suite(path: str | Path, catalogue: Catalogue) -> Suite:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise SuiteError(str(path), [f"cannot read the file: {exc.strerror}"]) from None
+        hint = ""
+        if isinstance(exc, FileNotFoundError) and path.parent.is_dir():
+            # A mistyped name: the suite files beside it.
+            beside = [str(p) for p in sorted(path.parent.glob("*.toml")) if p.is_file()]
+            hint = did_you_mean(str(path), beside)
+        raise SuiteError(str(path), [f"cannot read the file: {exc.strerror}{hint}"]) from None
     try:
         source = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

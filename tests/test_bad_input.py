@@ -175,6 +175,39 @@ CASES = [
         "got 1000000000",
         suite_file(suite_text(eval_episodes=10**9)),
     ),
+    # TOML's types are the contract: a number written as a string is refused, with the fix.
+    Case(
+        "budget-steps-as-a-string",
+        ["validate", "s.toml"],
+        "error: s.toml: budget.steps: write a number, not a string: steps = 1000",
+        suite_file(suite_text().replace("steps = 200", 'steps = "1000"')),
+    ),
+    Case(
+        "seeds-as-a-string",
+        ["run", "s.toml", "--results", "res"],
+        "error: s.toml: seeds: write a number, not a string: seeds = 3",
+        suite_file(suite_text(seeds='"3"')),
+    ),
+    Case(
+        "agent-config-number-as-a-string",
+        ["validate", "s.toml"],
+        "error: s.toml: agents[0].config.learning_rate: write a number, not a string: "
+        "learning_rate = 1e-3",
+        suite_file(suite_text(extra='config = { learning_rate = "1e-3" }')),
+    ),
+    Case(
+        "config-word-for-a-number",
+        ["validate", "s.toml"],
+        "error: s.toml: agents[0].config.gamma: write a number, not a string, got 'high'",
+        suite_file(suite_text(extra='config = { gamma = "high" }')),
+    ),
+    Case(
+        "zoo-schedule-without-a-number",
+        ["validate", "s.toml"],
+        'error: s.toml: agents[0].config: learning_rate = "lin_fast": write lin_ and a number, '
+        'e.g. "lin_1e-3"',
+        suite_file(suite_text(agent="ppo", extra='config = { learning_rate = "lin_fast" }')),
+    ),
     Case(
         "eval-interval-beyond-the-budget-warns",
         ["validate", "s.toml"],
@@ -224,6 +257,31 @@ CASES = [
         "error: s.toml: agents[0].name: unknown agent 'dqm' (did you mean 'dqn'?); "
         "`rlbench list` shows the agents",
         suite_file(suite_text(agent="dqm")),
+    ),
+    Case(
+        "agent-of-a-plugin-that-failed-to-load",
+        ["-p", "broken_on_import", "validate", "s.toml"],
+        "error: s.toml: agents[0].name: cannot run: unknown agent 'from_broken'; it may come "
+        "from a plugin that failed to load: plugin 'broken_on_import' (RLBENCH_PLUGINS -) "
+        "failed to load: ImportError: broken on purpose",
+        lambda tmp: (
+            write(tmp / "broken_on_import.py", 'raise ImportError("broken on purpose")\n'),
+            write(tmp / "s.toml", suite_text(agent="from_broken")),
+        ),
+    ),
+    Case(
+        "mistyped-suite-path",
+        ["run", "sutie.toml"],
+        "error: sutie.toml: cannot read the file: No such file or directory (did you mean "
+        "'suite.toml'?)",
+        suite_file(suite_text(), name="suite.toml"),
+    ),
+    Case(
+        "unknown-environment-suggested-once",
+        ["validate", "s.toml"],
+        "error: s.toml: environments[0]: unknown environment 'CartPole-v2' (did you mean "
+        "'CartPole-v1' or 'CartPole-v0'…",
+        suite_file(suite_text(environments='"CartPole-v2"')),
     ),
     # The results folder.
     Case(
@@ -315,9 +373,7 @@ def _read_only_below(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "mkdir", fake_mkdir)
 
 
-@pytest.mark.parametrize(
-    "case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES]
-)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=c.marks) for c in CASES])
 def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -332,9 +388,7 @@ def test_bad_input(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     finally:
         sys.modules.pop("spaces_plugin", None)
     # Anything but a clean exit is a traceback the user would see.
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        result.exception
-    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == case.code, result.output
     first = (result.stderr.splitlines() or [""])[0]
     if case.first_line.endswith("…"):
@@ -404,14 +458,24 @@ def test_hostile_names_write_nothing_outside_the_results_folder(tmp_path: Path) 
     agents = "".join(f"[[agents]]\nname = {name!r}\n" for name in [*hostile, "naive_dqn"])
     environments = ", ".join(repr(n) for n in ["ALE/Pong-v5", *hostile])
     suite = tmp_path / "work" / "deep" / "s.toml"
-    write(suite, suite_text(environments=environments, agent="naive_dqn").replace(
-        '[[agents]]\nname = "naive_dqn"\n', agents
-    ))
+    write(
+        suite,
+        suite_text(environments=environments, agent="naive_dqn").replace(
+            '[[agents]]\nname = "naive_dqn"\n', agents
+        ),
+    )
     results = tmp_path / "work" / "deep" / "res"
     before = snapshot(tmp_path)
     args = [f"-p{p}" for p in plugins]
     proc = rlbench_cmd(
-        *args, "run", str(suite), "--results", str(results), "-j", "1", "--no-report",
+        *args,
+        "run",
+        str(suite),
+        "--results",
+        str(results),
+        "-j",
+        "1",
+        "--no-report",
         env={"PYTHONPATH": str(tmp_path / "plugins"), "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert "Traceback" not in proc.stderr, proc.stderr

@@ -28,6 +28,10 @@ SUITE = TWO_GROUPS_SUITE.format(name="ck", steps=3000)
 
 _real_save = checkpoint.save
 
+#: The runs in a fresh process load the plugins the in-process ones do (the ``catalogue``
+#: fixture: rlbench's own), whatever else is installed: provenance.json records them.
+OWN_PLUGINS = "--no-plugin-autoload"
+
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, catalogue) -> Path:
@@ -90,6 +94,7 @@ def _start(suite_file: Path, results: Path, *extra: str) -> subprocess.Popen:
             sys.executable,
             "-m",
             "rlbench",
+            OWN_PLUGINS,
             "run",
             str(suite_file),
             "--results",
@@ -129,7 +134,9 @@ def test_runs_killed_at_random_moments_resume_to_the_files_of_an_uninterrupted_r
             kills += 1
         proc.wait(timeout=30)
     assert kills >= 2, "the runs ended before they could be killed: lengthen the suite"
-    finished = rlbench_cmd("run", str(suite_file), "--results", str(results), "-j", "1")
+    finished = rlbench_cmd(
+        OWN_PLUGINS, "run", str(suite_file), "--results", str(results), "-j", "1"
+    )
     assert finished.returncode == 0, finished.stderr
 
     found = statuses(runs_dir)

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from conftest import rlbench_cmd
 
 from rlbench import records
@@ -91,7 +92,9 @@ def test_bad_suite_exits_2_with_one_line_per_problem(write_suite):
         f"error: {path}: agents[0].name: unknown agent 'replay_dq' (did you mean "
         "'replay_dqn'?); `rlbench list` shows the agents"
     )
-    assert lines[1].startswith(f"{path}: agents[1].config.learning_rate: input should be")
+    assert lines[1] == (
+        f"{path}: agents[1].config.learning_rate: write a number, not a string, got 'fast'"
+    )
     assert "Traceback" not in proc.stderr
 
 
@@ -252,3 +255,27 @@ def test_ctrl_c_stops_cleanly_and_keeps_completed_runs(tmp_path, write_suite):
     assert "Interrupted: completed runs are kept" in out
     assert "Traceback" not in err
     assert "complete" in statuses(suite_dir).values()
+
+
+@pytest.mark.parametrize("where", ["_print_summary", "_write_report"])
+def test_ctrl_c_while_the_summary_or_report_is_written_exits_130(
+    tmp_path, write_suite, monkeypatch, where
+):
+    """Not click's "Aborted!" and exit 1: one line, and the documented 130."""
+    from click.testing import CliRunner
+
+    from rlbench import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, where, interrupted)
+    suite = write_suite(seeds=1, steps=100, eval_interval=100)
+    result = CliRunner().invoke(
+        cli.cli, ["--no-plugin-autoload", "run", str(suite), "--results", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 130, result.output
+    assert "Aborted!" not in result.output
+    assert result.stderr.splitlines() == [
+        "interrupted: what was written is kept; run the same command again to finish"
+    ]

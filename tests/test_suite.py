@@ -109,7 +109,7 @@ def test_hyperparameters_are_checked_against_the_agent(write_suite, catalogue):
         name = "dqn"
     """)
     text = "\n".join(problems_of(path, catalogue))
-    assert "agents[0].config.learning_rate: input should be a valid number" in text
+    assert "agents[0].config.learning_rate: write a number, not a string" in text
     assert "got 'fast'" in text
     assert "agents[0].config.gama: unknown key (did you mean 'gamma'?)" in text
     assert "agents[0].config.batch_size: input should be greater than or equal to 1" in text

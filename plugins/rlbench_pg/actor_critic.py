@@ -101,7 +101,12 @@ class ActorCriticConfig(AgentConfig):
             if isinstance(value, str) and value.startswith("lin_"):
                 if data.get(schedule_key, "linear") != "linear":
                     raise ValueError(f'{key} = "{value}" is linear, but {schedule_key} is not')
-                data[key] = value.removeprefix("lin_")
+                try:
+                    data[key] = float(value.removeprefix("lin_"))
+                except ValueError:
+                    raise ValueError(
+                        f'{key} = "{value}": write lin_ and a number, e.g. "lin_1e-3"'
+                    ) from None
                 data[schedule_key] = "linear"
         return data
 
