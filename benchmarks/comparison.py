@@ -8,6 +8,7 @@ SB3 calls; everything here is the same for both.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import itertools
 import statistics
@@ -236,3 +237,53 @@ def print_lanes(lr: LanesResult, sb3: list[Result], solved: float | None = None)
             f"(steps/cpu-s: {lr.lanes * lr.steps / lr.cpu_s / one_cpu:.2f})",
             flush=True,
         )
+
+
+def case_arguments(
+    parser: argparse.ArgumentParser,
+    cases: Sequence[str],
+    steps_default: int | None,
+    steps_help: str,
+) -> None:
+    """The options every case-based comparison (``sb3_pg.py``, ``sb3_offpolicy.py``) takes:
+    ``--cases``, ``--seeds``, ``--steps``, ``--frameworks``, ``--eval-episodes``, ``--lanes``
+    and ``--lane-threads``."""
+    parser.add_argument("--cases", nargs="+", choices=list(cases), default=list(cases))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=steps_default, help=steps_help)
+    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=16,
+        help="then train this many seeds (0, 1, ...) of each case as lanes of one process "
+        "(0: skip)",
+    )
+    parser.add_argument(
+        "--lane-threads",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="torch threads of the lanes' process; several values train the lanes once each",
+    )
+
+
+def announce_and_warm_up(
+    frameworks: Sequence[str], gymnasium_version: str, numpy_version: str
+) -> None:
+    """Print the versions a comparison ran with, and pay here the lazy imports that the first
+    optimizer and the first backward passes of a process pay (about a second each: the
+    optimizers' modules, sympy for a backward pass given its gradient, the first pass
+    restricted to some inputs), not in whichever framework happens to run first."""
+    print(
+        f"one torch thread per run; torch {torch.__version__}, gymnasium {gymnasium_version}, "
+        f"numpy {numpy_version}, stable-baselines3 {sb3_version(frameworks)}",
+        flush=True,
+    )
+    warm = torch.nn.Parameter(torch.zeros(1))
+    torch.optim.Adam([warm])
+    torch.optim.Adam([warm], fused=True)
+    torch.optim.RMSprop([warm])
+    (warm * 2).backward(torch.ones(1))
+    (warm * 2).sum().backward(inputs=[warm])

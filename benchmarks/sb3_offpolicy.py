@@ -84,13 +84,14 @@ from comparison import (
     LanesResult,
     Result,
     SB3Greedy,
+    announce_and_warm_up,
+    case_arguments,
     matmul_ceiling,
     mlp_flops,
     print_ceiling,
     print_lanes,
     print_means_and_ratios,
     run_order,
-    sb3_version,
     train_rlbench,
     train_rlbench_lanes,
 )
@@ -455,46 +456,15 @@ def main(argv: list[str] | None = None) -> None:
         description="Train rlbench's sac and td3 and Stable-Baselines3's SAC and TD3 with RL "
         "Zoo's settings on the same seeds, one torch thread each; compare speed and score.",
     )
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="environment steps per run, for every case (default: 20000 on Pendulum-v1, "
+    case_arguments(
+        parser,
+        CASES,
+        None,
+        "environment steps per run, for every case (default: 20000 on Pendulum-v1, "
         "50000 on HalfCheetah-v5)",
     )
-    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
-    parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument(
-        "--lanes",
-        type=int,
-        default=16,
-        help="then train this many seeds (0, 1, ...) of each case as lanes of one process "
-        "(0: skip)",
-    )
-    parser.add_argument(
-        "--lane-threads",
-        type=int,
-        nargs="+",
-        default=[1],
-        help="torch threads of the lanes' process; several values train the lanes once each",
-    )
     args = parser.parse_args(argv)
-    sb3 = sb3_version(args.frameworks)
-    print(
-        f"one torch thread per run; torch {torch.__version__}, gymnasium {gym.__version__}, "
-        f"numpy {np.__version__}, stable-baselines3 {sb3}",
-        flush=True,
-    )
-    # Lazy imports the first optimizer of a process pays (about a second) are paid here, not
-    # by whichever framework happens to run first; so is the first backward pass given its
-    # gradient, and the first restricted to some inputs (rlbench's actor losses).
-    warm = torch.nn.Parameter(torch.zeros(1))
-    torch.optim.Adam([warm])
-    torch.optim.Adam([warm], fused=True)
-    (warm * 2).backward(torch.ones(1))
-    (warm * 2).sum().backward(inputs=[warm])
+    announce_and_warm_up(args.frameworks, gym.__version__, np.__version__)
     for name in args.cases:
         benchmark_case(CASES[name], args)
 

@@ -63,10 +63,11 @@ from comparison import (
     LanesResult,
     Result,
     SB3Greedy,
+    announce_and_warm_up,
+    case_arguments,
     print_lanes,
     print_means_and_ratios,
     run_order,
-    sb3_version,
     train_rlbench,
     train_rlbench_lanes,
 )
@@ -327,39 +328,9 @@ def main(argv: list[str] | None = None) -> None:
         description="Train rlbench's ppo and a2c and Stable-Baselines3's PPO and A2C with RL "
         "Zoo's settings on the same seeds, one torch thread each; compare speed and score.",
     )
-    parser.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=STEPS, help="environment steps per run")
-    parser.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
-    parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument(
-        "--lanes",
-        type=int,
-        default=16,
-        help="then train this many seeds (0, 1, ...) of each case as lanes of one process "
-        "(0: skip)",
-    )
-    parser.add_argument(
-        "--lane-threads",
-        type=int,
-        nargs="+",
-        default=[1],
-        help="torch threads of the lanes' process; several values train the lanes once each",
-    )
+    case_arguments(parser, CASES, STEPS, "environment steps per run")
     args = parser.parse_args(argv)
-    sb3 = sb3_version(args.frameworks)
-    print(
-        f"one torch thread per run; torch {torch.__version__}, gymnasium {gym.__version__}, "
-        f"numpy {np.__version__}, stable-baselines3 {sb3}",
-        flush=True,
-    )
-    # Lazy imports the first optimizer of a process pays (about a second) are paid here, not
-    # by whichever framework happens to run first.
-    # The first backward pass given its gradient (rlbench's, per lane) imports sympy (~1 s).
-    warm = torch.nn.Parameter(torch.zeros(1))
-    torch.optim.Adam([warm])
-    torch.optim.RMSprop([warm])
-    (warm * 2).backward(torch.ones(1))
+    announce_and_warm_up(args.frameworks, gym.__version__, np.__version__)
     for name in args.cases:
         benchmark_case(CASES[name], args)
 
