@@ -461,3 +461,29 @@ def test_the_budget_counts_transitions_over_all_environments(tmp_path, catalogue
     evaluated_at = [line.split(",")[0] for line in (run / "evaluations.csv").read_text().split()]
     assert evaluated_at[1:] == ["0", "15", "30", "33"]
     assert torch.load(run / "weights.pt", weights_only=True)["steps"] == 33
+
+
+def test_a_dqn_state_saved_with_torch_adam_moments_still_loads():
+    """rlbench 0.1's DQNs saved their optimizer as a ``torch.optim.Adam`` state dict (one
+    entry per parameter); such a weights.pt loads into today's LaneOptimizer unchanged."""
+    from rlbench_dqn.dqn import DQN, DQNConfig
+
+    env = gym.make("CartPole-v1")
+    agent = DQN(DQNConfig(), make_context(env))
+    params = list(agent.q.parameters())
+    torch_adam = torch.optim.Adam(params, lr=1e-3)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    for _ in range(3):
+        torch_adam.step()
+    old_state = {**agent.state_dict(), "optimizer": torch_adam.state_dict()}
+
+    fresh = DQN(DQNConfig(), make_context(env, seed=1))
+    fresh.load_state_dict(old_state)
+    assert fresh.optimizer.steps == 3
+    moments = fresh.optimizer.state_dict()
+    for i, p in enumerate(params):
+        assert torch.equal(moments["exp_avg"][i], torch_adam.state[p]["exp_avg"])
+        assert torch.equal(moments["exp_avg_sq"][i], torch_adam.state[p]["exp_avg_sq"])
+    for a, b in zip(fresh.q.parameters(), params, strict=True):
+        assert torch.equal(a, b)
