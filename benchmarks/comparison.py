@@ -239,6 +239,16 @@ def print_lanes(lr: LanesResult, sb3: list[Result], solved: float | None = None)
         )
 
 
+def toml_value(value: object) -> str:
+    """``value`` as a TOML literal, for the suites the comparisons write (booleans, strings,
+    numbers and lists of them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return repr(value)
+
+
 def case_arguments(
     parser: argparse.ArgumentParser,
     cases: Sequence[str],

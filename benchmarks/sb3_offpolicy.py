@@ -92,6 +92,7 @@ from comparison import (
     print_lanes,
     print_means_and_ratios,
     run_order,
+    toml_value,
     train_rlbench,
     train_rlbench_lanes,
 )
@@ -224,14 +225,6 @@ network = {{ name = "mlp", hidden_sizes = {net_arch}, activation = "relu" }}
 [agents.config]
 {config}
 """
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return repr(value)
 
 
 def rlbench_runs(
