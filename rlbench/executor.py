@@ -202,8 +202,13 @@ def run_suite(
     result = SuiteRunResult(suite_dir=suite_dir, runs=list(runs))
     pending = []
     for spec in runs:
-        if not force and records.RunDir(suite_dir, spec.run_id).is_complete():
+        run_dir = records.RunDir(suite_dir, spec.run_id)
+        if not force and run_dir.is_complete():
             result.already_complete.append(spec.run_id)
+            if not checkpoints.keep:
+                # A kill between recording the group complete and removing its checkpoint
+                # left one that no resume can use (its group is not all pending).
+                checkpoint.remove(run_dir)
         else:
             pending.append(spec)
     notify = on_event or (lambda *_: None)

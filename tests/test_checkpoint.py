@@ -308,3 +308,21 @@ def test_an_agent_whose_state_cannot_be_saved_trains_on_and_status_says_why(
             "checkpoint_state()/load_checkpoint_state() to save it)"
         )
     assert not list((tmp_path / "ck").rglob("checkpoint.*"))
+
+
+def test_a_checkpoint_left_by_a_kill_after_completion_is_removed_by_the_next_run(
+    tmp_path, catalogue, monkeypatch
+):
+    # The window kill -9 can hit: the group recorded complete, its checkpoint not yet removed.
+    monkeypatch.setattr(checkpoint, "remove", lambda run_dir: None)
+    suite_file = tmp_path / "suite.toml"
+    suite_file.write_text(SUITE)
+    suite = load_suite(suite_file, catalogue)
+    runs = [r for r in expand(suite) if r.agent == "dqn"]
+    run_suite(suite, runs, tmp_path, catalogue=catalogue)
+    runs_dir = tmp_path / "ck" / "runs"
+    assert list(runs_dir.glob("*/checkpoint.pt"))
+    monkeypatch.undo()
+    again = run_suite(suite, runs, tmp_path, catalogue=catalogue)
+    assert sorted(again.already_complete) == sorted(r.run_id for r in runs)
+    assert not list(runs_dir.glob("*/checkpoint.*")), "complete runs keep no checkpoint"
