@@ -220,6 +220,14 @@ def executor_options(help_executor: str) -> Callable[[Callable[..., Any]], Calla
     "Where runs train: worker processes on this machine, or tasks on a Ray cluster "
     "(pip install 'rlbench[ray]'; see docs/cluster.md)."
 )
+@click.option(
+    "--seeds",
+    "seed_count",
+    type=click.IntRange(1, 10_000),
+    default=None,
+    help="Run seeds 0..N-1 instead of the suite's `seeds` (e.g. more seeds for published "
+    "results; the runs of seeds already done are kept).",
+)
 @click.option("--force", is_flag=True, help="Redo runs that already completed.")
 @click.option(
     "--report/--no-report",
@@ -239,6 +247,7 @@ def run_command(
     keep_checkpoints: bool,
     executor: str,
     address: str | None,
+    seed_count: int | None,
     force: bool,
     report: bool,
 ) -> None:
@@ -255,6 +264,8 @@ def run_command(
     try:
         catalogue = options.catalogue()
         suite = load_suite(suite_file, catalogue)
+        if seed_count is not None:
+            suite.file = suite.file.model_copy(update={"seeds": seed_count})
         runs = expand(suite)
     except RlbenchError as exc:
         _fail(str(exc))

@@ -279,3 +279,18 @@ def test_ctrl_c_while_the_summary_or_report_is_written_exits_130(
     assert result.stderr.splitlines() == [
         "interrupted: what was written is kept; run the same command again to finish"
     ]
+
+
+def test_seeds_option_adds_seeds_and_keeps_the_runs_already_done(tmp_path, write_suite):
+    path = write_suite(seeds=1, steps=200, eval_interval=100)
+    results = tmp_path / "res"
+    first = rlbench_cmd("run", str(path), "--results", str(results), "--no-report")
+    assert first.returncode == 0, first.stderr
+    kept = {p: p.read_bytes() for p in (results / "t" / "runs").glob("*/evaluations.csv")}
+    more = rlbench_cmd("run", str(path), "--results", str(results), "--seeds", "3", "--no-report")
+    assert more.returncode == 0, more.stderr
+    assert f"{len(kept)} run(s) were already complete" in more.stdout
+    found = statuses(results / "t")
+    assert len(found) == 3 * len(kept) and set(found.values()) == {"complete"}
+    assert sorted({run.split("__")[2] for run in found}) == ["seed0", "seed1", "seed2"]
+    assert all(p.read_bytes() == content for p, content in kept.items())
