@@ -380,3 +380,27 @@ def test_mujoco_has_the_zoo_settings(catalogue, tmp_path, monkeypatch):
             "ortho_init": False,
         },
     )
+
+
+@pytest.mark.parametrize(
+    ("small", "big", "env"),
+    [
+        ("pendulum.toml", "continuous_control.toml", "Pendulum-v1"),
+        ("cartpole_pg.toml", "classic_control.toml", "CartPole-v1"),
+    ],
+)
+def test_the_published_suites_train_their_agents_as_the_zoo_suites_do(
+    small, big, env, catalogue
+):
+    # The published results' suites (docs/benchmarks.md) cut a Zoo suite down to what a
+    # small machine can run: each agent's settings on that environment must stay the same.
+    mine = by_pair(expand(load_suite(REPO / "suites" / small, catalogue)))
+    zoo = {
+        (run.label, run.env): run
+        for run in runs_of(REPO / "suites" / big, catalogue)
+        if run.env == env and run.seed == 0
+    }
+    assert mine and set(mine) <= set(zoo)
+    for pair, run in mine.items():
+        assert run.agent_config == zoo[pair].agent_config, pair
+        assert run.network == zoo[pair].network, pair
