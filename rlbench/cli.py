@@ -16,6 +16,7 @@ from rich.table import Table
 from rlbench import __version__, records
 from rlbench.defaults import DEFAULT_LANES
 from rlbench.errors import RlbenchError, SuiteError
+from rlbench.export import FORMATS as EXPORT_FORMATS
 from rlbench.progress import SuiteProgress
 from rlbench.results import load_runs, recorded_references, summary_table
 from rlbench.suite_lock import SuiteLock
@@ -493,12 +494,88 @@ def _fields_text(spec: Any) -> str:
     return "".join(lines)
 
 
+@cli.command("compare")
+@click.argument("baseline", type=click.Path(exists=True, path_type=Path))
+@click.argument("candidate", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=0.05,
+    show_default=True,
+    help="A pair fails only when it is worse and its IQM dropped by more than this fraction "
+    "of the environment's score range (solved - random; the baseline's |IQM| where the "
+    "environment declares none).",
+)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="Confidence over the whole table: each pair's CI is at 1 - (1 - confidence) / pairs "
+    "(Bonferroni).",
+)
+@click.option(
+    "--allow-protocol-mismatch",
+    is_flag=True,
+    help="Compare runs measured differently (budget, evaluation interval, episodes or step "
+    "limit, environment kwargs); the differences are listed under the table.",
+)
+@click.option(
+    "--out",
+    "out_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the Markdown table here (e.g. for a CI comment).",
+)
+@click.pass_obj
+def compare_command(
+    options: _Options,
+    baseline: Path,
+    candidate: Path,
+    tolerance: float,
+    confidence: float,
+    allow_protocol_mismatch: bool,
+    out_file: Path | None,
+) -> None:
+    """Compare CANDIDATE's results with BASELINE's: the regression gate.
+
+    Each is a suite's results folder (results/cartpole) or a results bundle
+    (results/reference/cartpole.rlbench.json). Per agent and environment on both sides:
+    the IQM of final evaluation returns, P(candidate > baseline) with its bootstrap CI, and
+    a verdict (better / worse / no conclusion). Prints a Markdown table. Exit status: 1 when
+    a pair is worse beyond --tolerance, 0 otherwise, 2 on bad input or a protocol mismatch.
+    """
+    from rlbench.compare import compare
+
+    try:
+        result = compare(
+            baseline,
+            candidate,
+            tolerance=tolerance,
+            confidence=confidence,
+            allow_protocol_mismatch=allow_protocol_mismatch,
+            catalogue=options.catalogue,
+        )
+    except RlbenchError as exc:
+        _fail(str(exc))
+        return
+    text = result.markdown()
+    click.echo(text, nl=False)
+    if out_file is not None:
+        try:
+            records.atomic_write_text(out_file, text)
+        except OSError as exc:
+            _fail(f"--out {out_file}: {_os_problem(exc)}")
+    if result.failed:
+        sys.exit(1)
+
+
 @cli.command("report")
 @click.argument(
     "results_dirs",
     nargs=-1,
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
 )
 @click.option(
     "--out",
@@ -509,10 +586,12 @@ def _fields_text(spec: Any) -> str:
 )
 @click.pass_obj
 def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: Path | None) -> None:
-    """Write the report of one or more suite results folders (e.g. results/cartpole).
+    """Write the report of one or more suite results folders (e.g. results/cartpole) or
+    results bundles (e.g. results/reference/cartpole.rlbench.json).
 
-    Tables (CSV), figures (PNG, SVG), report.md and report.html go to RESULTS_DIR/report/;
-    with several folders, their agents are compared in one report.
+    Tables (CSV), figures (PNG, SVG), report.md and report.html go to RESULTS_DIR/report/
+    (a bundle's: NAME-report/ beside it); with several, their agents are compared in one
+    report.
     """
     from rlbench.report import rich_score_table, write_report
 
@@ -529,6 +608,50 @@ def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: P
         return
     console.print(rich_score_table(path.parent, compact=console.width < 100))
     console.print(f"Report: {path}", markup=False, highlight=False)
+
+
+@cli.command("export")
+@click.argument("results", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--format",
+    "format_name",
+    required=True,
+    type=click.Choice(list(EXPORT_FORMATS)),
+    help="What to write. "
+    + "; ".join(f"{name}: {fmt.description}" for name, fmt in EXPORT_FORMATS.items())
+    + ".",
+)
+@click.option(
+    "--out",
+    "out_file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the export here [default: RESULTS/export/<file> for a suite's results, "
+    "RUN_DIR/README.md for a model card].",
+)
+@click.pass_obj
+def export_command(
+    options: _Options, results: Path, format_name: str, out_file: Path | None
+) -> None:
+    """Export results where other tools read them, and print the path written.
+
+    rliable, marl-eval: RESULTS is a suite's results folder (e.g. results/cartpole) or a
+    results bundle; their complete runs are exported. model-card: RESULTS is one run's
+    folder (results/cartpole/runs/RUN_ID).
+    """
+    from rlbench.export import export
+
+    try:
+        path = export(
+            results,
+            format_name,
+            out_file,
+            catalogue=options.catalogue,
+            warn=lambda line: _warn([line]),
+        )
+    except RlbenchError as exc:
+        _fail(str(exc))
+    console.print(str(path), markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command("evaluate")

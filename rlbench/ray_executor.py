@@ -236,7 +236,13 @@ def run_groups(
             run_dir.remove_temporaries() if saved else run_dir.clear()
         specs = [spec.to_json() for spec in group]
         return remote.options(**options).remote(
-            specs, suite_dir.name, saved, threads, autoload, tuple(extra_plugins), checkpoints,
+            specs,
+            suite_dir.name,
+            saved,
+            threads,
+            autoload,
+            tuple(extra_plugins),
+            checkpoints,
             channel,
         )
 
@@ -288,4 +294,3 @@ def run_groups(
             ray.cancel(ref, force=True)
         raise
     return outcomes
-

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rlbench import records
+from rlbench import bundle, records
 
 if TYPE_CHECKING:
     from rlbench.plugins import Catalogue
@@ -153,10 +153,18 @@ def source_names(paths: Path | str | Iterable[Path | str]) -> dict[Path, str]:
     folders = list(dict.fromkeys(Path(p) for p in _as_paths(paths)))
     depth = 1
     while True:
-        names = {f: "/".join(f.resolve().parts[-depth:]) for f in folders}
+        names = {f: "/".join(_shown(f).parts[-depth:]) for f in folders}
         if len(set(names.values())) == len(folders) or depth > 32:
             return names
         depth += 1
+
+
+def _shown(folder: Path) -> Path:
+    """A folder's path as its name is made: a bundle's file, less its suffix."""
+    source = bundle.origin(folder)
+    if source is None:
+        return folder.resolve()
+    return source.resolve().with_name(source.name.removesuffix(bundle.SUFFIX))
 
 
 def load_run_table(
@@ -339,9 +347,11 @@ def _listed_row(folder: Path, run_id: str, suite: str, status: str, error: str) 
 
 
 def _as_paths(paths: Path | str | Iterable[Path | str]) -> Sequence[Path]:
+    """The results folders to read: each path as given, a results bundle's file as the
+    folder it unpacks to (:func:`rlbench.bundle.open_results`)."""
     if isinstance(paths, (str, Path)):
-        return [Path(paths)]
-    return [Path(p) for p in paths]
+        paths = [paths]
+    return [bundle.open_results(p) for p in paths]
 
 
 def _cell(value: Any) -> Any:

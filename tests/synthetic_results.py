@@ -85,9 +85,7 @@ def write_results(
     for label in labels:
         agent = next(r.agent for r in runs if r.label == label)
         toml += ["[[agents]]", f'name = "{agent}"', f'label = "{label}"', ""]
-    manifest = records.SuiteManifest(
-        name, f"suites/{name}.toml", (*ids, *not_started), references
-    )
+    manifest = records.SuiteManifest(name, f"suites/{name}.toml", (*ids, *not_started), references)
     manifest.write(suite_dir, "\n".join(toml))
     return suite_dir
 

@@ -110,8 +110,17 @@ CORRUPTIONS = [
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """suites/tiny.toml run once (4 runs); each test corrupts a copy."""
     root = tmp_path_factory.mktemp("pristine")
-    result = _rlbench("run", str(REPO / "suites" / "tiny.toml"), "--results", str(root),
-                      "-j", "1", "--threads", "1", "--no-report")
+    result = _rlbench(
+        "run",
+        str(REPO / "suites" / "tiny.toml"),
+        "--results",
+        str(root),
+        "-j",
+        "1",
+        "--threads",
+        "1",
+        "--no-report",
+    )
     assert result.exit_code == 0, result.output
     return root / "tiny"
 
@@ -167,8 +176,17 @@ def test_run_redoes_exactly_the_damaged_run(
     suite_dir, victim = _copy(pristine, tmp_path)
     case.corrupt(victim)
     others = _snapshot(suite_dir / "runs", leave_out=victim)
-    result = _rlbench("run", str(REPO / "suites" / "tiny.toml"), "--results", str(tmp_path),
-                      "-j", "1", "--threads", "1", "--no-report")
+    result = _rlbench(
+        "run",
+        str(REPO / "suites" / "tiny.toml"),
+        "--results",
+        str(tmp_path),
+        "-j",
+        "1",
+        "--threads",
+        "1",
+        "--no-report",
+    )
     if victim.is_file():
         # A file where a run's folder goes is the user's, not rlbench's: it is not deleted.
         # The run is refused in one line naming it, and nothing changes.
@@ -200,8 +218,17 @@ def test_a_damaged_suite_json_is_refused_in_one_line_and_rewritten_by_run(
         "suite with `rlbench run` to rewrite it"
     )
     assert not (suite_dir / "report").exists()
-    result = _rlbench("run", str(REPO / "suites" / "tiny.toml"), "--results", str(tmp_path),
-                      "-j", "1", "--threads", "1", "--no-report")
+    result = _rlbench(
+        "run",
+        str(REPO / "suites" / "tiny.toml"),
+        "--results",
+        str(tmp_path),
+        "-j",
+        "1",
+        "--threads",
+        "1",
+        "--no-report",
+    )
     assert result.exit_code == 0, result.output
     assert "4 run(s) were already complete" in result.stdout
     assert len(records.SuiteManifest.read(suite_dir).runs) == 4

@@ -257,9 +257,7 @@ def test_random_scores_measures_a_plugin_environment_with_kwargs(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     # default_kwargs (4 steps) and --kwargs (0.5 a step) both reach the environment.
-    assert result.stdout == (
-        'Constant-v0 with kwargs {"reward": 0.5}: 2.0 ± 0.0 over 3 episodes\n'
-    )
+    assert result.stdout == ('Constant-v0 with kwargs {"reward": 0.5}: 2.0 ± 0.0 over 3 episodes\n')
 
 
 def test_random_scores_refuses_an_unknown_name_in_one_line():

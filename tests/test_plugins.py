@@ -170,8 +170,7 @@ GARBAGE = [
     ),
     (
         "an int as the agent class",
-        "@hookimpl\ndef rlbench_register_agents():\n"
-        "    return [AgentSpec(name='five', agent=5)]\n",
+        "@hookimpl\ndef rlbench_register_agents():\n    return [AgentSpec(name='five', agent=5)]\n",
         "rlbench_register_agents returned agent 'five': AgentSpec.agent is 5 (an int), "
         "not a subclass of rlbench.Agent",
     ),
@@ -356,9 +355,7 @@ def _fake_distribution(site: Path, dist: str, entry_point: str, module: str, age
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[rlbench]\n{entry_point} = {module}\n")
     (site / f"{module}.py").write_text(
-        PLUGIN_HEADER
-        + GOOD_AGENT
-        + f"@hookimpl\ndef rlbench_register_agents():\n"
+        PLUGIN_HEADER + GOOD_AGENT + f"@hookimpl\ndef rlbench_register_agents():\n"
         f"    return [AgentSpec(name={agent!r}, agent=NaiveDQN)]\n"
     )
 

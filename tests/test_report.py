@@ -269,8 +269,12 @@ def test_recorded_reference_scores_give_the_report_the_plugins_give(
 ) -> None:
     """`rlbench run` records each environment's reference scores in suite.json; a report
     from them says what one from the plugins says, to the byte."""
-    runs = [FakeRun(lab, env, s, final=f + s) for lab, f in (("a", 300.0), ("b", 100.0))
-            for env in ("CartPole-v1", "Pendulum-v1") for s in range(3)]
+    runs = [
+        FakeRun(lab, env, s, final=f + s)
+        for lab, f in (("a", 300.0), ("b", 100.0))
+        for env in ("CartPole-v1", "Pendulum-v1")
+        for s in range(3)
+    ]
     old = write_results(tmp_path / "old", "s", runs)
     new = write_results(
         tmp_path / "new", "s", runs, references=_recorded(catalogue, "CartPole-v1", "Pendulum-v1")

@@ -389,9 +389,7 @@ def test_mujoco_has_the_zoo_settings(catalogue, tmp_path, monkeypatch):
         ("cartpole_pg.toml", "classic_control.toml", "CartPole-v1"),
     ],
 )
-def test_the_published_suites_train_their_agents_as_the_zoo_suites_do(
-    small, big, env, catalogue
-):
+def test_the_published_suites_train_their_agents_as_the_zoo_suites_do(small, big, env, catalogue):
     # The published results' suites (docs/benchmarks.md) cut a Zoo suite down to what a
     # small machine can run: each agent's settings on that environment must stay the same.
     mine = by_pair(expand(load_suite(REPO / "suites" / small, catalogue)))

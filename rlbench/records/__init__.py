@@ -31,6 +31,7 @@ from rlbench.records.atomic import (
     read_json,
 )
 from rlbench.records.formats import (
+    BUNDLE_MARKER,
     CHECKPOINT,
     CHECKPOINT_INFO,
     COMPLETE,
@@ -62,6 +63,7 @@ from rlbench.records.formats import (
 from rlbench.records.rundir import FileSink, RunDir, damaged_runs
 
 __all__ = [
+    "BUNDLE_MARKER",
     "CHECKPOINT",
     "CHECKPOINT_INFO",
     "COMPLETE",

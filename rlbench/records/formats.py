@@ -33,6 +33,9 @@ ERROR = "error.txt"
 #: group's first run), and what it holds (which runs, which step), read without torch.
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_INFO = "checkpoint.json"
+#: In a results bundle's unpacked folder (rlbench.bundle): which bundle file it came from.
+#: Its runs are complete without episodes.csv and weights.pt, which bundles do not ship.
+BUNDLE_MARKER = "bundle.json"
 
 COMPLETE, FAILED, SKIPPED, RUNNING = "complete", "failed", "skipped", "running"
 STATUSES = (COMPLETE, FAILED, SKIPPED, RUNNING)

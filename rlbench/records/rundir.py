@@ -20,6 +20,7 @@ from rlbench.records.atomic import (
     read_json,
 )
 from rlbench.records.formats import (
+    BUNDLE_MARKER,
     COMPLETE,
     CONFIG,
     CONFIG_FIELDS,
@@ -165,14 +166,18 @@ class RunDir:
         provenance = read_json(self.file(PROVENANCE))
         if not isinstance(provenance, dict):
             return f"{PROVENANCE} is missing or damaged"
+        # A results bundle's runs (rlbench.bundle) ship without training logs and weights.
+        bundled = (self.path.parent.parent / BUNDLE_MARKER).is_file()
         for name, columns, numeric in (
             (EVALUATIONS, EVALUATION_COLUMNS, ("step", "return_mean")),
-            (EPISODES, EPISODE_COLUMNS, ()),
+            *(() if bundled else ((EPISODES, EPISODE_COLUMNS, ()),)),
         ):
             problem = _csv_problem(self.file(name), columns, numeric)
             # A run too short to finish an episode has a header-only episodes.csv.
             if problem and not (name == EPISODES and problem.endswith("has no rows")):
                 return problem
+        if bundled:
+            return None
         # torch.save writes a zip archive; checking that needs no torch.
         if not self.file(WEIGHTS).is_file():
             return f"{WEIGHTS} is missing"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from rlbench import records, stats
+from rlbench import bundle, records, stats
 from rlbench.errors import RlbenchError
 from rlbench.records import MANIFEST
 from rlbench.results import load_run_table, load_tidy, reference_table
@@ -40,8 +40,10 @@ class ReportData:
     n_resamples: int
 
 
-
 def _check_folder(path: Path) -> None:
+    if path.is_file():
+        bundle.read_bundle(path)  # a results bundle, or one line saying why not
+        return
     if not path.is_dir():
         raise RlbenchError(f"{path}: no such results folder")
     if (path / MANIFEST).is_file() or (path / records.RUNS_DIRNAME).is_dir():
@@ -58,7 +60,6 @@ def _check_folder(path: Path) -> None:
     )
 
 
-
 def collect(
     results_dirs: Sequence[Path | str],
     *,
@@ -67,18 +68,19 @@ def collect(
     n_resamples: int = stats.DEFAULT_RESAMPLES,
     warn: Callable[[str], None] | None = None,
 ) -> ReportData:
-    """Load one or more results folders and compute every table of the report. Reference
-    scores are those recorded in each folder's ``suite.json``; ``catalogue`` (see
-    :data:`rlbench.results.CatalogueSource`) is asked only for folders that recorded none.
+    """Load one or more results folders (or results bundles, :mod:`rlbench.bundle`) and
+    compute every table of the report. Reference scores are those recorded in each
+    folder's ``suite.json``; ``catalogue`` (see :data:`rlbench.results.CatalogueSource`)
+    is asked only for folders that recorded none.
     ``warn`` gets one line per damaged run (left out of every statistic; the runs table
     lists it). Raises :class:`~rlbench.errors.RlbenchError` for a folder that is not a
     suite's results folder, holds no run or has a damaged ``suite.json``. Returns a
     :class:`ReportData`."""
-    folders = list(dict.fromkeys(Path(p) for p in results_dirs))
-    if not folders:
+    if not results_dirs:
         raise RlbenchError("no results folder given")
-    for folder in folders:
-        _check_folder(folder)
+    for path in results_dirs:
+        _check_folder(Path(path))
+    folders = list(dict.fromkeys(bundle.open_results(p) for p in results_dirs))
     runs = load_run_table(folders)
     if runs.empty:
         raise RlbenchError(f"no runs found in {', '.join(map(str, folders))}")

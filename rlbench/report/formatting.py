@@ -88,9 +88,7 @@ def exact(value: Any, digits: int = MIN_DECIMALS) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool
-    )
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def ci(value: Any, low: Any, high: Any, digits: int = 1) -> str:
@@ -110,9 +108,7 @@ def steps(value: Any) -> str:
     return "—" if pd.isna(value) else f"{int(value):,}"
 
 
-def md_table(
-    header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None
-) -> str:
+def md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], align: str | None = None) -> str:
     """A Markdown table; ``align`` has one character per column: l or r."""
     align = align or "l" * len(header)
     lines = [

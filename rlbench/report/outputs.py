@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rlbench import records, stats
+from rlbench import bundle, records, stats
 from rlbench.report import formatting as fmt
 from rlbench.report.collection import ReportData, collect, no_aggregate_reason, report_title
 from rlbench.report.files import (
@@ -58,15 +58,13 @@ def write_report(
 ) -> Path:
     """Write the report of one or more suite results folders: tables (CSV), figures (PNG and
     SVG), ``report.md`` and ``report.html``, into ``out_dir`` (default: the first folder's
-    ``report/``). Reference scores are those recorded at run time, else ``catalogue``'s
-    (default: the installed plugins); ``warn`` gets a line per damaged run (see
-    :func:`~rlbench.report.collection.collect`). Raises
+    ``report/``, see :func:`default_report_dir`). Reference scores are those recorded at
+    run time, else ``catalogue``'s (default: the installed plugins); ``warn`` gets a line
+    per damaged run (see :func:`~rlbench.report.collection.collect`). Raises
     :class:`~rlbench.errors.RlbenchError` for a folder without runs. Returns the path of
     ``report.md``."""
-    data = collect(
-        results_dirs, catalogue=catalogue, seed=seed, n_resamples=n_resamples, warn=warn
-    )
-    out = Path(out_dir) if out_dir is not None else data.folders[0] / REPORT_DIRNAME
+    data = collect(results_dirs, catalogue=catalogue, seed=seed, n_resamples=n_resamples, warn=warn)
+    out = Path(out_dir) if out_dir is not None else default_report_dir(data.folders[0])
     tables_dir, figures_dir = out / TABLES_DIRNAME, out / FIGURES_DIRNAME
     for directory, names in (
         (tables_dir, TABLE_FILES.values()),
@@ -82,6 +80,15 @@ def write_report(
     page = markdown_to_html(markdown, out, report_title(data))
     records.atomic_write_text(out / REPORT_HTML, page)
     return out / REPORT_MD
+
+
+def default_report_dir(folder: Path) -> Path:
+    """Where a folder's report goes by default: its ``report/``; for a results bundle's
+    (which unpacks to a temporary folder), ``<bundle name>-report/`` beside the file."""
+    source = bundle.origin(folder)
+    if source is None:
+        return folder / REPORT_DIRNAME
+    return source.with_name(source.name.removesuffix(bundle.SUFFIX) + "-" + REPORT_DIRNAME)
 
 
 def _write_tables(data: ReportData, directory: Path) -> None:
@@ -111,7 +118,6 @@ def _write_tables(data: ReportData, directory: Path) -> None:
         records.atomic_write_text(directory / TABLE_FILES[key], frame.to_csv(index=False))
 
 
-
 def _not_complete_notes(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
     bad = runs[runs["status"] != records.COMPLETE]
     notes: dict[tuple[str, str], str] = {}
@@ -119,7 +125,6 @@ def _not_complete_notes(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
         counts = group["status"].value_counts()
         notes[(name, env)] = ", ".join(f"{n} {status}" for status, n in counts.items())
     return notes
-
 
 
 def _write_figures(data: ReportData, directory: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlbench import records, stats
+from rlbench import bundle, records, stats
 from rlbench.report import formatting as fmt
 from rlbench.report.collection import ReportData
 from rlbench.report.files import FIGURES_DIRNAME, TABLES_DIRNAME
@@ -25,7 +25,12 @@ def _folder_info(folder: Path, runs: pd.DataFrame) -> list[tuple[str, str]]:
     configs = [c for c in configs if isinstance(c, dict)]
     provs = [records.read_json(Path(p) / records.PROVENANCE) for p in runs["path"]]
     provs = [p for p in provs if isinstance(p, dict)]
-    rows: list[tuple[str, str]] = [("results folder", f"`{folder}`")]
+    source = bundle.origin(folder)
+    rows: list[tuple[str, str]] = (
+        [("results folder", f"`{folder}`")]
+        if source is None
+        else [("results bundle", f"`{source}` (no weights: `rlbench evaluate` cannot replay it)")]
+    )
     if manifest is not None and manifest.source_path:
         rows.append(("suite file", f"`{manifest.source_path}` (copy in `suite.toml`)"))
     if suite_file.get("description"):
