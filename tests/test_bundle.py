@@ -73,7 +73,7 @@ def test_other_files_and_versions_are_refused_with_one_line(tmp_path):
         assert proc.returncode == 2 and says in proc.stderr and proc.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("name", ["cartpole", "cartpole_pg"])
+@pytest.mark.parametrize("name", ["cartpole", "cartpole_pg", "pendulum"])
 def test_the_shipped_reference_results_load_complete(name):
     path = REFERENCE / f"{name}.rlbench.json"
     data = bundle.read_bundle(path)

@@ -424,13 +424,14 @@ def test_console_validate_shows_what_rlbench_prints(block: Block, in_workspace, 
 
 def _command_lines() -> list[tuple[str, str]]:
     """``(block id, command line)`` of every ``rlbench ...`` line of a bash or console block
-    (a synopsis line with ``[...]`` or ``|`` alternatives is checked word by word too)."""
+    or a CI step (``- run: rlbench ...`` in YAML); a synopsis line with ``[...]`` or ``|``
+    alternatives is checked word by word too."""
     found = []
     for block in ALL_BLOCKS:
-        if block.language not in ("bash", "console", "sh"):
+        if block.language not in ("bash", "console", "sh", "yaml"):
             continue
         for line in block.text.splitlines():
-            line = line.strip().removeprefix("$ ")
+            line = line.strip().removeprefix("$ ").removeprefix("- run: ").removeprefix("run: ")
             # The command after `&&` (pip install ... && rlbench run ...), without a comment.
             line = line.split("&&")[-1].split(" #")[0].strip()
             if line.startswith("rlbench "):
