@@ -24,6 +24,7 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 if TYPE_CHECKING:
     from rlbench.agent import Agent, AgentConfig, AgentContext, LaneAgent, Transition
     from rlbench.hookspecs import hookimpl
+    from rlbench.loggers import LogContext, Logger, LoggerSpec, RunStart
     from rlbench.specs import (
         AgentSpec,
         EnvironmentSpec,
@@ -45,6 +46,10 @@ _LAZY = {
     "LaneAgent": "rlbench.agent",
     "Transition": "rlbench.agent",
     "hookimpl": "rlbench.hookspecs",
+    "LogContext": "rlbench.loggers",
+    "Logger": "rlbench.loggers",
+    "LoggerSpec": "rlbench.loggers",
+    "RunStart": "rlbench.loggers",
     "AgentSpec": "rlbench.specs",
     "EnvironmentSpec": "rlbench.specs",
     "NetworkConfig": "rlbench.specs",
@@ -73,9 +78,13 @@ __all__ = [
     "AgentSpec",
     "EnvironmentSpec",
     "LaneAgent",
+    "LogContext",
+    "Logger",
+    "LoggerSpec",
     "NetworkConfig",
     "NetworkSpec",
     "ReferenceScores",
+    "RunStart",
     "Transition",
     "__version__",
     "hookimpl",

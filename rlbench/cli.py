@@ -17,6 +17,7 @@ from rlbench import __version__, records
 from rlbench.defaults import DEFAULT_LANES
 from rlbench.errors import RlbenchError, SuiteError
 from rlbench.export import FORMATS as EXPORT_FORMATS
+from rlbench.fitting import fitted
 from rlbench.progress import SuiteProgress
 from rlbench.results import load_runs, recorded_references, summary_table
 from rlbench.suite_lock import SuiteLock
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from rlbench.plugins import Catalogue
     from rlbench.runspec import RunSpec
     from rlbench.suite import Suite
+    from rlbench.tracking import Tracking
 
 EXIT_RUN_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -229,12 +231,35 @@ def executor_options(help_executor: str) -> Callable[[Callable[..., Any]], Calla
     help="Run seeds 0..N-1 instead of the suite's `seeds` (e.g. more seeds for published "
     "results; the runs of seeds already done are kept).",
 )
+@click.option(
+    "--log",
+    "log_names",
+    default=None,
+    metavar="NAMES",
+    help="Experiment trackers to log every run to, comma-separated: tensorboard, mlflow, "
+    "wandb or a plugin's (`rlbench list` shows them); overrides the suite's `log`, and "
+    "'none' logs nowhere. Logging changes no result file.",
+)
+@click.option(
+    "--log-dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where trackers that write files write them (TensorBoard's event files, MLflow's "
+    "local store, W&B's offline runs) [default: RESULTS/<suite name>/logs].",
+)
 @click.option("--force", is_flag=True, help="Redo runs that already completed.")
 @click.option(
     "--report/--no-report",
     default=True,
     show_default=True,
     help="Write the suite's report (tables, figures, report.md) at the end.",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Where the output is not a terminal (a log, a pipe), print a line when each run "
+    "ends only, not one at each of its evaluations.",
 )
 @click.pass_obj
 def run_command(
@@ -251,6 +276,9 @@ def run_command(
     seed_count: int | None,
     force: bool,
     report: bool,
+    quiet: bool,
+    log_names: str | None,
+    log_dir: Path | None,
 ) -> None:
     """Run every agent × environment × seed × device of SUITE_FILE.
 
@@ -261,10 +289,12 @@ def run_command(
     from rlbench.executor import run_suite
     from rlbench.runspec import expand
     from rlbench.suite import load_suite
+    from rlbench.tracking import fan_out
 
     try:
         catalogue = options.catalogue()
-        suite = load_suite(suite_file, catalogue)
+        logs = _log_option(log_names, catalogue)
+        suite = load_suite(suite_file, catalogue, log=logs)
         if seed_count is not None:
             suite.file = suite.file.model_copy(update={"seeds": seed_count})
         runs = expand(suite)
@@ -278,7 +308,13 @@ def run_command(
         with lock:
             damaged = records.damaged_runs(suite_dir, [spec.run_id for spec in runs])
             _warn([f"{run_id}: damaged ({why}); it is redone" for run_id, why in damaged.items()])
-            with SuiteProgress(console, total=len(runs)) as display:
+            to_run = [
+                s for s in runs if force or not records.RunDir(suite_dir, s.run_id).is_complete()
+            ]
+            with (
+                SuiteProgress(console, total=len(to_run), quiet=quiet) as display,
+                _tracking(catalogue, suite, suite_dir, log_dir, to_run) as tracking,
+            ):
                 result = run_suite(
                     suite,
                     runs,
@@ -290,7 +326,7 @@ def run_command(
                     lanes=lanes,
                     autoload=options.autoload,
                     extra_plugins=options.plugins,
-                    on_event=display.handle,
+                    on_event=fan_out(tracking.handle, display.handle),
                     checkpoints=CheckpointPolicy(every=checkpoint_every, keep=keep_checkpoints),
                     executor=executor,
                     address=address,
@@ -298,7 +334,8 @@ def run_command(
             if result.already_complete:
                 console.print(
                     f"{len(result.already_complete)} run(s) were already complete and were not "
-                    "rerun (--force reruns them)."
+                    "rerun (--force reruns them).",
+                    soft_wrap=True,
                 )
             _print_summary(result.suite_dir)
             if report and not result.interrupted:
@@ -310,10 +347,48 @@ def run_command(
         # what completed is on disk; what did not is redone by the next run.
         _fail(f"--results {results_root}: {_os_problem(exc)}")
     if result.interrupted:
-        console.print("Interrupted: completed runs are kept; run the same command again to resume.")
+        console.print(
+            "Interrupted: completed runs are kept; run the same command again to resume.",
+            soft_wrap=True,
+        )
         sys.exit(EXIT_INTERRUPTED)
     if result.failed:
         sys.exit(EXIT_RUN_FAILED)
+
+
+def _log_option(value: str | None, catalogue: Catalogue) -> list[str] | None:
+    """The loggers ``--log`` names (``None`` without it: the suite's ``log`` holds); exits
+    2 with one line per name that cannot be logged to, before anything runs."""
+    from rlbench.loggers import parse_names
+
+    if value is None:
+        return None
+    names = parse_names(value)
+    problems = catalogue.logger_problems(names)
+    if problems:
+        _fail("\n".join(f"--log {value}: {problem}" for problem in problems))
+    return names
+
+
+def _tracking(
+    catalogue: Catalogue,
+    suite: Suite,
+    suite_dir: Path,
+    log_dir: Path | None,
+    runs: Sequence[RunSpec],
+) -> Tracking:
+    """The loggers of the suite's ``log`` (``--log``'s), fed from the runs' events."""
+    from rlbench.loggers import LOGS_DIRNAME, LogContext
+    from rlbench.tracking import Tracking
+
+    context = LogContext(
+        suite=suite.name,
+        suite_dir=suite_dir,
+        log_dir=log_dir if log_dir is not None else suite_dir / LOGS_DIRNAME,
+        runs=tuple(spec.run_id for spec in runs),
+    )
+    specs = [catalogue.logger(name) for name in suite.file.log]
+    return Tracking(specs, context, warn=lambda line: _warn([line]))
 
 
 def _suite_dir(results_root: Path, suite: Suite, runs: Sequence[RunSpec]) -> Path:
@@ -379,9 +454,10 @@ def _print_summary(suite_dir: Path) -> None:
     table_df = summary_table(runs)
     records.atomic_write_text(suite_dir / "summary.csv", table_df.to_csv(index=False))
     table = Table(title=f"Final evaluation return — {suite_dir.name} (mean ± std over seeds)")
-    table.add_column("agent")
-    table.add_column("environment")
-    table.add_column("return", justify="right")
+    # Labels and ids whole (to be copied), numbers whole: the headers wrap instead.
+    table.add_column("agent", no_wrap=True)
+    table.add_column("environment", no_wrap=True)
+    table.add_column("return", justify="right", no_wrap=True)
     table.add_column("n", justify="right")
     table.add_column("not complete", justify="right")
     from rlbench.report.formatting import decimals_by_env
@@ -392,11 +468,16 @@ def _print_summary(suite_dir: Path) -> None:
         d = decimals.get(row.env, 1)
         score = "—" if pd.isna(row.mean) else f"{row.mean:.{d}f} ± {row.std:.{d}f}"
         table.add_row(row.label, row.env, score, str(row.n), str(row.not_complete or ""))
-    console.print(table)
+    console.print(fitted(console, table))  # a block per row where the table cannot fit
     bad = runs[runs["status"] != records.COMPLETE] if not runs.empty else runs
     for run in bad.itertuples(index=False):
-        console.print(f"{run.status}: {run.run_id}: {run.error}", markup=False, highlight=False)
-    console.print(f"Results: {suite_dir}", markup=False, highlight=False)
+        console.print(
+            f"{run.status}: {run.run_id}: {run.error}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(f"Results: {suite_dir}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _write_report(suite_dir: Path, catalogue: Catalogue) -> None:
@@ -405,9 +486,9 @@ def _write_report(suite_dir: Path, catalogue: Catalogue) -> None:
     try:
         path = write_report([suite_dir], catalogue=catalogue)
     except RlbenchError as exc:
-        err_console.print(f"no report: {exc}", markup=False, highlight=False)
+        err_console.print(f"no report: {exc}", markup=False, highlight=False, soft_wrap=True)
         return
-    console.print(f"Report: {path}", markup=False, highlight=False)
+    console.print(f"Report: {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command("validate")
@@ -444,6 +525,7 @@ def validate_command(options: _Options, suite_file: Path) -> None:
         f"(an agent's seeds train together as lanes: rlbench run --lanes)",
         markup=False,
         highlight=False,
+        soft_wrap=True,
     )
     for pair in suite.skipped:  # the suite's skip_incompatible: one line each
         console.print(
@@ -451,47 +533,32 @@ def validate_command(options: _Options, suite_file: Path) -> None:
         )
     for spec in runs:
         note = f"  (cannot run: {spec.unavailable})" if spec.unavailable else ""
-        console.print(f"  {spec.run_id}{note}", markup=False, highlight=False)
+        console.print(f"  {spec.run_id}{note}", markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command("list")
-@click.option("-v", "--verbose", is_flag=True, help="Also show every hyperparameter and option.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Also show every option with its default, and each agent's network roles.",
+)
 @click.pass_obj
 def list_command(options: _Options, verbose: bool) -> None:
     """Show every agent, network and environment available, and the plugin providing it."""
+    from rlbench import listing
+
     catalogue = options.catalogue()
-    for title, table_data in (
-        ("Agents", catalogue.agents),
-        ("Networks", catalogue.networks),
-        ("Environments", catalogue.environments),
-    ):
-        table = Table(title=title, title_justify="left")
-        table.add_column("name")
-        table.add_column("plugin")
-        table.add_column("description")
-        for name, provided in sorted(table_data.items()):
-            description = provided.spec.summary
-            if verbose:
-                description += _fields_text(provided.spec)
-            table.add_row(name, f"{provided.plugin.name} ({provided.plugin.label})", description)
-        console.print(table)
-    console.print("Any other Gymnasium id works as an environment too (e.g. BipedalWalker-v3).")
+    for title, provided in listing.sections(catalogue):
+        if verbose:
+            for line in listing.details(title, provided, console.width):
+                console.print(line, markup=False, highlight=False, soft_wrap=True)
+            console.print()
+        else:
+            console.print(listing.table(title, provided))
+    console.print(listing.GYMNASIUM_NOTE, markup=False, highlight=False, soft_wrap=True)
     for broken in catalogue.broken:
-        console.print(f"broken: {broken.describe()}", markup=False, highlight=False)
-
-
-def _fields_text(spec: Any) -> str:
-    model = getattr(spec, "config_model", None)
-    if model is None:
-        return ""
-    lines = []
-    for name, info in model.model_fields.items():
-        default = info.get_default(call_default_factory=True)
-        lines.append(f"\n  {name} = {default!r}: {info.description or ''}")
-    extra = getattr(getattr(spec, "agent", None), "default_network", None)
-    if extra is not None:
-        lines.append(f"\n  network = {dict(extra)!r}")
-    return "".join(lines)
+        console.print(f"broken: {broken.describe()}", markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command("compare")
@@ -593,7 +660,7 @@ def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: P
     (a bundle's: NAME-report/ beside it); with several, their agents are compared in one
     report.
     """
-    from rlbench.report import rich_score_table, write_report
+    from rlbench.report import terminal_scores, write_report
 
     try:
         # The plugins (torch) are loaded only for folders that recorded no reference scores.
@@ -606,8 +673,8 @@ def report_command(options: _Options, results_dirs: tuple[Path, ...], out_dir: P
     except RlbenchError as exc:
         _fail(str(exc))
         return
-    console.print(rich_score_table(path.parent, compact=console.width < 100))
-    console.print(f"Report: {path}", markup=False, highlight=False)
+    console.print(terminal_scores(path.parent, console))
+    console.print(f"Report: {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 @cli.command("export")

@@ -370,9 +370,9 @@ def _replace_dead_workers(
             if run_id in result.outcomes:
                 continue
             error = f"worker process died (exit code {process.exitcode}) during the run"
-            records.RunDir(suite_dir, run_id).write_status(records.FAILED, error=error)
+            record = records.RunDir(suite_dir, run_id).write_status(records.FAILED, error=error)
             result.outcomes[run_id] = RunOutcome(run_id, records.FAILED, error=error)
-            notify("end", run_id, {"status": records.FAILED, "error": error})
+            notify("end", run_id, {"status": records.FAILED, "error": error, "record": record})
         if len(result.outcomes) < len(by_id):
             alive.append(start_worker())
     return alive

@@ -21,6 +21,7 @@ from typing import Any
 
 import pluggy
 
+from rlbench.loggers import LoggerSpec
 from rlbench.specs import AgentSpec, EnvironmentSpec, NetworkSpec
 
 PROJECT_NAME = "rlbench"
@@ -115,4 +116,35 @@ def rlbench_search_space(agent_name: str) -> dict[str, Any] | None:
         or a plain value (fixed). Keys must be fields of the agent's config. A suite's
         ``[tune.space.<label>]`` overrides it key by key. Returning anything other than a
         dict or ``None``, or raising, is an error naming the plugin.
+    """
+
+
+# -------------------------------------------------------------------------
+# Logger hook: experiment trackers (TensorBoard, MLflow, Weights & Biases, yours), chosen per
+# command with ``rlbench run --log NAME,...`` or a suite's ``log = [...]``.
+#
+# A registration hook, like the ones above, rather than a hook called with every event: a
+# command feeds only the loggers it chose, each keeps its own state per run (a writer, a
+# tracker's run), and one that fails is dropped alone (rlbench.tracking).
+# -------------------------------------------------------------------------
+
+
+@hookspec
+def rlbench_register_loggers() -> list[LoggerSpec]:
+    """Return the loggers (experiment trackers) this plugin provides.
+
+    Called once per catalogue, when rlbench builds it, like
+    :func:`rlbench_register_agents`. Takes no parameters. Registering a logger must not import
+    the tracker's package (every worker process builds a catalogue); its
+    :attr:`~rlbench.loggers.LoggerSpec.create` does, once per command that chooses it, in
+    the driver process. The :class:`~rlbench.loggers.Logger` it returns then receives every
+    run of that command: its start (``config.json`` and ``provenance.json``), the training
+    episodes, metrics and evaluation of each evaluation interval (the rows the run's CSV
+    files gain), and its end (``status.json``), on every executor.
+
+    :returns: a list of :class:`~rlbench.loggers.LoggerSpec` with safe, unique names (no
+        ``/``, ``,`` or space: ``--log`` takes a comma-separated list); ``requires`` names the
+        modules the tracker imports and ``install`` the command that installs them, which
+        a command choosing the logger without them shows. Anything else in the list makes
+        the plugin broken.
     """

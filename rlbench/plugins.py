@@ -21,6 +21,7 @@ import pluggy
 
 from rlbench import hookspecs
 from rlbench.errors import PluginError, RlbenchError, did_you_mean
+from rlbench.loggers import LoggerSpec
 from rlbench.specs import (
     SPEC_CLASSES,
     AgentSpec,
@@ -39,7 +40,7 @@ EXTRA_PLUGINS_ENV = "RLBENCH_PLUGINS"
 #: Set to print every hook call, the plugin it went to and what it returned, to stderr.
 TRACE_ENV = "RLBENCH_TRACE_HOOKS"
 
-T = TypeVar("T", AgentSpec, NetworkSpec, EnvironmentSpec)
+T = TypeVar("T", AgentSpec, NetworkSpec, EnvironmentSpec, LoggerSpec)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ class Catalogue:
     agents: dict[str, Provided[AgentSpec]] = field(default_factory=dict)
     networks: dict[str, Provided[NetworkSpec]] = field(default_factory=dict)
     environments: dict[str, Provided[EnvironmentSpec]] = field(default_factory=dict)
+    loggers: dict[str, Provided[LoggerSpec]] = field(default_factory=dict)
+    """Experiment trackers (``rlbench run --log NAME``), by name."""
     manager: pluggy.PluginManager | None = field(default=None, repr=False, compare=False)
     """The manager the plugins are registered with (``None``: a catalogue built by hand)."""
     _spaces: dict[str, tuple[dict[str, Any] | None, str]] = field(
@@ -101,6 +104,27 @@ class Catalogue:
 
     def network(self, name: str) -> NetworkSpec:
         return self._lookup("network", self.networks, name).spec
+
+    def logger(self, name: str) -> LoggerSpec:
+        return self._lookup("logger", self.loggers, name).spec
+
+    def logger_problems(self, names: Sequence[str]) -> list[str]:
+        """One line per name of ``names`` that cannot be logged to (in order): an unknown
+        logger (with did-you-mean and the loggers installed), or one whose tracker's package
+        is missing (with the command that installs it)."""
+        problems = []
+        for name in names:
+            if name not in self.loggers:
+                known = ", ".join(sorted(self.loggers)) or "none"
+                problems.append(
+                    f"unknown logger {name!r}{did_you_mean(name, self.loggers)}; the loggers "
+                    f"installed: {known}"
+                )
+                continue
+            missing = self.logger(name).missing()
+            if missing:
+                problems.append(missing)
+        return problems
 
     def environment(self, name: str) -> EnvironmentSpec:
         """The registered spec, else a plain ``gym.make`` of any registered Gymnasium id."""
@@ -235,6 +259,7 @@ def load_catalogue(*, autoload: bool | None = None, extra_plugins: Sequence[str]
         "agent": catalogue.agents,
         "network": catalogue.networks,
         "environment": catalogue.environments,
+        "logger": catalogue.loggers,
     }
     for info in list(catalogue.plugins):
         try:
@@ -310,6 +335,7 @@ REGISTRATION_HOOKS: dict[SpecKind, str] = {
     "agent": "rlbench_register_agents",
     "network": "rlbench_register_networks",
     "environment": "rlbench_register_environments",
+    "logger": "rlbench_register_loggers",
 }
 
 

@@ -248,8 +248,9 @@ def run_groups(
 
     def fail(group: Sequence[RunSpec], error: str) -> None:
         for spec in group:
-            records.RunDir(suite_dir, spec.run_id).write_status(records.FAILED, error=error)
-            notify("end", spec.run_id, {"status": records.FAILED, "error": error})
+            run_dir = records.RunDir(suite_dir, spec.run_id)
+            record = run_dir.write_status(records.FAILED, error=error)
+            notify("end", spec.run_id, {"status": records.FAILED, "error": error, "record": record})
             outcomes[spec.run_id] = RunOutcome(spec.run_id, records.FAILED, error=error)
 
     def drain() -> None:

@@ -28,7 +28,15 @@ from rlbench.evaluation import evaluate_lanes
 from rlbench.runspec import RunSpec
 from rlbench.stepping import Episode
 
-#: ``callback(event, run_id, payload)``; events: "start", "resume", "step", "eval", "end".
+#: ``callback(event, run_id, payload)``; events: "start" (``steps``), "resume" (``step``,
+#: ``exact``), "step" (``step``, ``sps``: training steps per second), "eval" (``step``,
+#: ``return_mean``, ``wall_time_s``, ``sps`` after step 0), "end" (``status``, and
+#: ``final_return`` or ``error``).
+#: What the loggers (rlbench.tracking) read too: "start" also has ``config`` (``config.json``);
+#: "provenance" (``provenance``: ``provenance.json``) comes once that is written; "eval" also
+#: has the rows the run's files gained: ``evaluation`` (of ``evaluations.csv``), ``metrics``
+#: (of ``metrics.csv``, or ``None``) and ``episodes`` (of ``episodes.csv``, since the last
+#: one); "end" also has ``record`` (``status.json``).
 ProgressCallback = Callable[[str, str, Mapping[str, Any]], None]
 
 
@@ -66,6 +74,8 @@ class LaneRecord:
         self.resumes: list[dict[str, Any]] = []
         #: Why the run could not checkpoint (``""``: it could, or was not asked to).
         self.checkpoint_note = ""
+        #: How many of :attr:`episodes` an ``eval`` event has sent.
+        self._episodes_sent = 0
 
     @property
     def live(self) -> bool:
@@ -78,8 +88,9 @@ class LaneRecord:
             self.run_dir.remove_temporaries()
         else:
             self.run_dir.clear()
-        self.run_dir.write_json(records.CONFIG, self.spec.to_json())
-        self.notify("start", self.spec.run_id, {"steps": self.spec.steps})
+        config = self.spec.to_json()
+        self.run_dir.write_json(records.CONFIG, config)
+        self.notify("start", self.spec.run_id, {"steps": self.spec.steps, "config": config})
 
     def progress_state(self) -> dict[str, Any]:
         """What this lane has recorded so far, for a checkpoint."""
@@ -107,6 +118,7 @@ class LaneRecord:
         self.outcome = None if outcome is None else RunOutcome(**outcome)
         self.diverged = bool(state["diverged"])
         self.resumes = list(state["resumes"])
+        self._episodes_sent = len(self.episodes)  # sent before the checkpoint was saved
         if not self.live:
             return
         step, exact = int(saved["step"]), saved["envs"] is not None
@@ -149,13 +161,23 @@ class LaneRecord:
         self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value
         self._metric_counts[key] = self._metric_counts.get(key, 0) + 1
 
-    def add_evaluation(self, step: int, result: Mapping[str, Any], wall_time_s: float) -> None:
+    def add_evaluation(
+        self,
+        step: int,
+        result: Mapping[str, Any],
+        wall_time_s: float,
+        steps_per_second: float | None = None,
+    ) -> None:
         """Record the evaluation at ``step`` and the metrics' means since the last one, and
-        write the run's records so far."""
-        self.evaluations.append({"step": step, **result, "wall_time_s": wall_time_s})
+        write the run's records so far; the ``"eval"`` event says the step, the mean
+        return, the run's wall time and (given) its training speed."""
+        evaluation = {"step": step, **result, "wall_time_s": wall_time_s}
+        self.evaluations.append(evaluation)
         sums, counts = self._metric_sums, self._metric_counts
+        metrics = None
         if counts:
-            self.metric_rows.append({"step": step, **{k: sums[k] / counts[k] for k in sums}})
+            metrics = {"step": step, **{k: sums[k] / counts[k] for k in sums}}
+            self.metric_rows.append(metrics)
             sums.clear()
             counts.clear()
         self.run_dir.write_csv(records.EVALUATIONS, records.EVALUATION_COLUMNS, self.evaluations)
@@ -163,7 +185,14 @@ class LaneRecord:
         if self.metric_rows:
             names = sorted({k for row in self.metric_rows for k in row} - {"step"})
             self.run_dir.write_csv(records.METRICS, ["step", *names], self.metric_rows)
-        payload = {"step": step, "return_mean": result["return_mean"]}
+        payload = {"step": step, "return_mean": result["return_mean"], "wall_time_s": wall_time_s}
+        if steps_per_second is not None:
+            payload["sps"] = steps_per_second
+        # What the files gained, for the loggers.
+        payload["evaluation"] = dict(evaluation)
+        payload["metrics"] = None if metrics is None else dict(metrics)
+        payload["episodes"] = self.episodes[self._episodes_sent :]
+        self._episodes_sent = len(self.episodes)
         self.notify("eval", self.spec.run_id, payload)
 
     def complete(
@@ -179,7 +208,7 @@ class LaneRecord:
         """Save the weights, then the status that makes the run complete (written last)."""
         self.run_dir.save_weights(weights)
         final = self.evaluations[-1]
-        self.run_dir.write_status(
+        record = self.run_dir.write_status(
             records.COMPLETE,
             env_steps=env_steps,
             wall_time_s=round(wall_time_s, 3),
@@ -199,7 +228,11 @@ class LaneRecord:
             wall_time_s=wall_time_s,
             steps_per_second=env_steps / train_time_s,
         )
-        payload = {"status": records.COMPLETE, "final_return": final["return_mean"]}
+        payload = {
+            "status": records.COMPLETE,
+            "final_return": final["return_mean"],
+            "record": record,
+        }
         self.notify("end", self.spec.run_id, payload)
         return self.outcome
 
@@ -210,15 +243,19 @@ class LaneRecord:
         wall = time.perf_counter() - started if started else 0.0
         if trace:
             self.run_dir.write_text(records.ERROR, trace)
-        self.run_dir.write_status(records.FAILED, error=message, wall_time_s=round(wall, 3))
-        self.notify("end", self.spec.run_id, {"status": records.FAILED, "error": message})
+        record = self.run_dir.write_status(
+            records.FAILED, error=message, wall_time_s=round(wall, 3)
+        )
+        payload = {"status": records.FAILED, "error": message, "record": record}
+        self.notify("end", self.spec.run_id, payload)
         self.outcome = RunOutcome(self.spec.run_id, records.FAILED, wall_time_s=wall, error=message)
         return self.outcome
 
     def skip(self, reason: str) -> RunOutcome:
         """Record that the run cannot start here (e.g. no CUDA), and why."""
-        self.run_dir.write_status(records.SKIPPED, reason=reason)
-        self.notify("end", self.spec.run_id, {"status": records.SKIPPED, "error": reason})
+        record = self.run_dir.write_status(records.SKIPPED, reason=reason)
+        payload = {"status": records.SKIPPED, "error": reason, "record": record}
+        self.notify("end", self.spec.run_id, payload)
         self.outcome = RunOutcome(self.spec.run_id, records.SKIPPED, error=reason)
         return self.outcome
 
@@ -260,6 +297,8 @@ class Evaluator:
         )
         self.seconds += time.perf_counter() - t0
         wall = round(time.perf_counter() - self.started, 3)
+        # Training speed, as the "step" events measure it: evaluation time left out.
+        sps = step / max(wall - self.seconds, 1e-9) if step else None
         for lane, result in zip(lanes, results, strict=True):
             if lane.live:
-                lane.add_evaluation(step, result, wall)
+                lane.add_evaluation(step, result, wall, sps)

@@ -12,11 +12,14 @@ that an agent and its buffer share), which pickling the object would silently br
 This is the default checkpoint of an agent (:meth:`rlbench.agent.Agent.checkpoint_state`):
 the harness builds the agent afresh from its config, as at the start of a run, and restores
 the copy into it. Callables, classes, modules, devices, gymnasium spaces and pydantic models
-(configs) are constant for a given config and are not copied.
+(configs) are constant for a given config and are not copied; nor are ``torch.Generator``
+objects and open files, which an agent that holds them saves itself (by overriding
+``checkpoint_state`` and ``load_checkpoint_state``).
 """
 
 from __future__ import annotations
 
+import io
 import random
 import types
 from collections.abc import Mapping
@@ -25,8 +28,10 @@ from typing import Any
 import numpy as np
 import torch
 
-#: Types whose values do not change during training (or cannot be copied), left as built.
+#: Types whose values do not change during training (or cannot be copied), left as built:
+#: a resumed agent keeps the generator or open file its ``__init__`` made.
 _CONSTANT = (
+    io.IOBase,
     types.FunctionType,
     types.BuiltinFunctionType,
     types.MethodType,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 from rlbench.agent import Agent, AgentConfig, numbers_not_strings
 from rlbench.errors import RlbenchError
+from rlbench.loggers import LoggerSpec
 
 
 def _first_line(doc: str | None) -> str:
@@ -156,7 +157,7 @@ class EnvironmentSpec:
 
 # ------------------------------------------------------------------------- names
 
-NameKind = Literal["agent", "network", "environment"]
+NameKind = Literal["agent", "network", "environment", "logger"]
 
 #: Kinds whose names may contain ``/``: Gymnasium namespaces environment ids, as in
 #: ``ALE/Pong-v5``; each part between the slashes obeys the rule for a whole name.
@@ -193,6 +194,8 @@ def name_problem(kind: NameKind, name: object) -> str | None:
             return "must not start or end with '/', or contain '//' or a '.' part"
     elif name == ".":
         return "must not be '.'"
+    if kind == "logger" and ("," in name or " " in name):
+        return "must not contain ',' or a space (`--log` takes a comma-separated list)"
     return None
 
 
@@ -211,10 +214,11 @@ def check_name(kind: NameKind, name: object) -> str:
 SpecKind = NameKind
 
 #: The spec class each kind of registration hook must return.
-SPEC_CLASSES: dict[SpecKind, type[AgentSpec | NetworkSpec | EnvironmentSpec]] = {
+SPEC_CLASSES: dict[SpecKind, type[AgentSpec | NetworkSpec | EnvironmentSpec | LoggerSpec]] = {
     "agent": AgentSpec,
     "network": NetworkSpec,
     "environment": EnvironmentSpec,
+    "logger": LoggerSpec,
 }
 
 
@@ -228,7 +232,7 @@ def spec_problem(kind: SpecKind, spec: object) -> str | None:
     ``default_network``).
     """
     expected = SPEC_CLASSES[kind].__name__
-    if not isinstance(spec, AgentSpec | NetworkSpec | EnvironmentSpec):
+    if not isinstance(spec, AgentSpec | NetworkSpec | EnvironmentSpec | LoggerSpec):
         return f"{describe_value(spec)} where {_article(expected)} {expected} belongs"
     if not isinstance(spec, SPEC_CLASSES[kind]):
         other = type(spec).__name__
@@ -247,6 +251,8 @@ def spec_problem(kind: SpecKind, spec: object) -> str | None:
         return _agent_problem(spec, where)
     if isinstance(spec, NetworkSpec):
         return _network_problem(spec, where)
+    if isinstance(spec, LoggerSpec):
+        return _logger_problem(spec, where)
     return _environment_problem(spec, where)
 
 
@@ -269,6 +275,18 @@ def _network_problem(spec: NetworkSpec, where: str) -> str | None:
     model = spec.config_model
     if not (isinstance(model, type) and issubclass(model, NetworkConfig)):
         return _wrong(where, "config_model", model, "a subclass of rlbench.NetworkConfig")
+    return None
+
+
+def _logger_problem(spec: LoggerSpec, where: str) -> str | None:
+    if not callable(spec.create):
+        return _wrong(where, "create", spec.create, "a function")
+    if not isinstance(spec.requires, tuple | list) or not all(
+        isinstance(module, str) for module in spec.requires
+    ):
+        return _wrong(where, "requires", spec.requires, "a tuple of module names")
+    if not isinstance(spec.install, str):
+        return _wrong(where, "install", spec.install, "a string")
     return None
 
 

@@ -205,10 +205,11 @@ def score_table(
     ``std`` (ddof 1), ``median``, ``iqm`` and its bootstrap CI (``ci_low``, ``ci_high``),
     ``success_rate`` (share of runs whose final score ≥ the solved threshold),
     ``reached_solved`` (share that reached it at any evaluation), ``steps_to_solved``
-    (median steps to first reach it, runs that never did counting as never: NaN when fewer
-    than half did), the reference scores, and ``steps_per_s[<device>]`` (mean training env
-    steps per second). With ``runs`` (:func:`load_run_table`) groups whose runs all failed are
-    kept and ``not_complete`` counts the runs that did not complete. Returns a DataFrame."""
+    (median steps to first reach it, runs that never did counting as never: NaN unless more
+    than half did, as the median of 1 of 2 is never), the reference scores, and
+    ``steps_per_s[<device>]`` (mean training env steps per second). With ``runs``
+    (:func:`load_run_table`) groups whose runs all failed are kept and ``not_complete``
+    counts the runs that did not complete. Returns a DataFrame."""
     agent = agent_column(df if not df.empty or runs is None else runs)
     finals = final_scores(df)
     reach = steps_to_threshold(df) if not df.empty else pd.DataFrame()

@@ -11,7 +11,7 @@ import json
 import re
 import tomllib
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -196,6 +196,9 @@ class SuiteFile(_Strict):
     validate` and in the report) instead of refusing the suite."""
     tune: TuneTable | None = None
     """Optional: what `rlbench tune` tunes (docs/tuning.md)."""
+    log: list[str] = Field(default_factory=list)
+    """Experiment trackers `rlbench run` logs to (registered loggers: "tensorboard",
+    "mlflow", "wandb", or a plugin's); `--log` overrides. Logging changes no result file."""
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -309,9 +312,12 @@ class Suite:
         return any(p.label == label and p.env_index == env_index for p in self.skipped)
 
 
-def load_suite(path: str | Path, catalogue: Catalogue) -> Suite:
+def load_suite(
+    path: str | Path, catalogue: Catalogue, *, log: Sequence[str] | None = None
+) -> Suite:
     """Read, parse and validate a suite file, raising :class:`SuiteError` with every
-    problem found."""
+    problem found. ``log``, when given, replaces the file's ``log`` (``rlbench run --log``:
+    the command's loggers, which the caller checks)."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -337,6 +343,8 @@ def load_suite(path: str | Path, catalogue: Catalogue) -> Suite:
         data = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(str(path), [f"invalid TOML: {exc}"]) from None
+    if log is not None:
+        data = {**data, "log": list(log)}
     return validate_suite(data, catalogue, path=path, source=source)
 
 
@@ -370,6 +378,12 @@ def validate_suite(
             agents.append(resolved)
             if entry.name in catalogue.agents:
                 agent_classes[i] = catalogue.agent(entry.name).agent
+
+    problems += [
+        f"log[{i}]: {problem}"
+        for i, name in enumerate(file.log)
+        for problem in catalogue.logger_problems([name])
+    ]
 
     spaces: dict[int, tuple[Any, Any]] = {}
     for i, env in enumerate(file.environments):

@@ -134,6 +134,7 @@ def execute_lanes(
         lane.run_dir.write_json(records.PROVENANCE, versions)
         if lane.live:
             lane.run_dir.write_status(records.RUNNING, **lane.resume_fields())
+            lane.notify("provenance", lane.spec.run_id, {"provenance": versions})
     try:
         return _train(lanes, catalogue, started, checkpoints, saved)
     except KeyboardInterrupt:

@@ -10,7 +10,18 @@ from conftest import REPO
 #: The data path, earliest first (docs/architecture.md). A module may import modules of an
 #: earlier rank only.
 ORDER = [
-    ["errors", "defaults", "devices", "provenance", "stepping", "seeding", "snapshot", "allocator"],
+    [
+        "errors",
+        "defaults",
+        "devices",
+        "provenance",
+        "stepping",
+        "seeding",
+        "snapshot",
+        "allocator",
+        "loggers",
+        "fitting",
+    ],
     ["agent"],
     ["lanes"],
     ["specs"],
@@ -19,6 +30,7 @@ ORDER = [
     ["suite"],
     ["runspec"],
     ["records"],
+    ["bundle"],
     ["evaluation"],
     ["recording"],
     ["building"],
@@ -30,8 +42,9 @@ ORDER = [
     ["stats"],
     ["figures"],
     ["report"],
+    ["compare", "export"],
     ["tune"],
-    ["saved_agent", "progress", "suite_lock"],
+    ["saved_agent", "progress", "suite_lock", "tracking", "listing"],
     ["cli"],
     ["__main__"],
 ]

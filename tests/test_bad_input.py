@@ -336,7 +336,7 @@ CASES = [
     Case(
         "report-of-a-missing-folder",
         ["report", "nowhere"],
-        "error: invalid value for 'RESULTS_DIRS...': Directory 'nowhere' does not exist.",
+        "error: invalid value for 'RESULTS_DIRS...': Path 'nowhere' does not exist.",
     ),
     Case(
         "bad-jobs",

@@ -453,6 +453,7 @@ def test_trace_shows_every_hook_call(plugin_dir, monkeypatch, capsys):
             ("rlbench_register_agents", catalogue.agents),
             ("rlbench_register_networks", catalogue.networks),
             ("rlbench_register_environments", catalogue.environments),
+            ("rlbench_register_loggers", catalogue.loggers),
         ):
             names = [name for name, provided in table.items() if provided.plugin == info]
             if names:

@@ -13,4 +13,3 @@ def discrete_actions(agent_name: str, space: gym.Space) -> int:
             f"got {space}; choose an environment with discrete actions"
         )
     return int(space.n)
-

@@ -201,10 +201,12 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.complete_problem() is None
 
-    def write_status(self, status: str, **fields: Any) -> None:
+    def write_status(self, status: str, **fields: Any) -> dict[str, Any]:
         """Write ``status.json``; ``fields`` are :class:`RunStatus`'s (a misspelt or
-        wrongly-typed one raises instead of being written)."""
-        self.put_bytes(STATUS, json_bytes(RunStatus(status, **fields).to_json()))
+        wrongly-typed one raises instead of being written). Returns what it wrote."""
+        data = RunStatus(status, **fields).to_json()
+        self.put_bytes(STATUS, json_bytes(data))
+        return data
 
     def write_json(self, name: str, data: Any) -> None:
         self.put_bytes(name, json_bytes(data))

@@ -29,7 +29,7 @@ from rlbench.report.files import (
 from rlbench.report.html_page import markdown_to_html
 from rlbench.report.markdown import render_markdown
 from rlbench.report.outputs import RUN_TABLE_COLUMNS, write_report
-from rlbench.report.terminal import rich_score_table
+from rlbench.report.terminal import rich_score_table, terminal_scores
 
 __all__ = [
     "FIGURES_DIRNAME",
@@ -48,5 +48,6 @@ __all__ = [
     "render_markdown",
     "report_title",
     "rich_score_table",
+    "terminal_scores",
     "write_report",
 ]

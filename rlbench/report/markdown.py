@@ -86,7 +86,8 @@ def _section_final_scores(data: ReportData, figures: Mapping[str, str]) -> list[
         "interquartile mean with its 95% bootstrap CI; *success*: runs whose final score is "
         "at or above the solved threshold; *reached solved*: runs that reached it at any "
         "evaluation; *steps to solved*: median environment steps to the first evaluation "
-        "at or above it (— when fewer than half the runs got there); *steps/s*: training "
+        "at or above it, runs that never got there counting as never (— unless more than "
+        "half the runs got there: with 1 of 2, the median is never); *steps/s*: training "
         "environment steps per second on that device (evaluation time excluded). "
         f"Table: `{TABLES_DIRNAME}/{TABLE_FILES['scores']}`.",
         "",

@@ -24,6 +24,13 @@ def _folder_info(folder: Path, runs: pd.DataFrame) -> list[tuple[str, str]]:
     configs = [records.read_json(Path(p) / records.CONFIG) for p in runs["path"]]
     configs = [c for c in configs if isinstance(c, dict)]
     provs = [records.read_json(Path(p) / records.PROVENANCE) for p in runs["path"]]
+    statuses = [records.read_json(Path(p) / records.STATUS) for p in runs["path"]]
+    span = bundle.span(
+        [
+            {"provenance": _dict(prov), "status": _dict(status)}
+            for prov, status in zip(provs, statuses, strict=True)
+        ]
+    )
     provs = [p for p in provs if isinstance(p, dict)]
     source = bundle.origin(folder)
     rows: list[tuple[str, str]] = (
@@ -125,17 +132,26 @@ def _folder_info(folder: Path, runs: pd.DataFrame) -> list[tuple[str, str]]:
                 ),
             )
         )
-        started = sorted(str(p["started_at"]) for p in provs if p.get("started_at"))
-        if started:
-            rows.append(
-                (
-                    "started",
-                    started[0]
-                    if len(started) == 1 or started[0] == started[-1]
-                    else f"{started[0]} to {started[-1]}",
-                )
+    if span:
+        rows.append(
+            (
+                "ran",
+                f"{span['started_at']} to {span['ended_at']}: "
+                f"{_duration(span['wall_time_s'])} from the first run's start to the last "
+                "run's end",
             )
+        )
     return rows
+
+
+def _dict(value: object) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as ``H:MM:SS``."""
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def section_what_was_run(data: ReportData, out_dir: Path) -> list[str]:

@@ -1,4 +1,6 @@
-"""The report's main table for the terminal (``rlbench report`` prints it)."""
+"""The report's main table for the terminal (``rlbench report`` prints it), at any width:
+the whole table where it fits, else without its two widest columns (saying so), else one
+block per agent and environment; a number is never cut."""
 
 from __future__ import annotations
 
@@ -12,7 +14,28 @@ from rlbench.report import formatting as fmt
 from rlbench.report.files import TABLE_FILES, TABLES_DIRNAME
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
     from rich.table import Table
+
+TITLE = "Final evaluation return (IQM over runs, 95% bootstrap CI)"
+#: The columns a compact table leaves out.
+LEFT_OUT = ("mean ± std", "steps to solve")
+
+
+def terminal_scores(report_dir: Path, console: Console) -> RenderableType:
+    """The report's main table as wide as ``console`` allows: whole where it fits without
+    cutting a word, else compact with a line naming the columns left out (they are in
+    report.md), else one block per agent and environment (:func:`rlbench.fitting.fitted`).
+    Returns a renderable."""
+    from rlbench.fitting import fitted
+
+    note = f"({' and '.join(LEFT_OUT)}: in report.md, or here on a wider terminal)"
+    return fitted(
+        console,
+        rich_score_table(report_dir),
+        rich_score_table(report_dir, compact=True),
+        note,
+    )
 
 
 def rich_score_table(report_dir: Path, *, compact: bool = False) -> Table:
@@ -26,7 +49,7 @@ def rich_score_table(report_dir: Path, *, compact: bool = False) -> Table:
     scores = pd.read_csv(report_dir / TABLES_DIRNAME / TABLE_FILES["scores"])
     speed_cols = [c for c in scores.columns if c.startswith("steps_per_s[")]
     table = Table(
-        title="Final evaluation return (IQM over runs, 95% bootstrap CI)",
+        title=TITLE,
         box=box.SIMPLE_HEAD,
         padding=(0, 1),
         pad_edge=False,
