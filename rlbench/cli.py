@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -337,7 +337,8 @@ def run_command(
                     "rerun (--force reruns them).",
                     soft_wrap=True,
                 )
-            _print_summary(result.suite_dir)
+            cut_short = force and result.interrupted
+            _print_summary(result.suite_dir, redone=result.outcomes if cut_short else None)
             if report and not result.interrupted:
                 _write_report(result.suite_dir, catalogue)
     except RlbenchError as exc:
@@ -449,8 +450,16 @@ def _parse_jobs(value: str, runs: int) -> int:
     return jobs
 
 
-def _print_summary(suite_dir: Path) -> None:
+def _print_summary(suite_dir: Path, redone: Collection[str] | None = None) -> None:
+    """Print (and write ``summary.csv``) the final-score table of ``suite_dir``. With
+    ``redone`` (the runs an interrupted ``--force`` did redo), earlier results that it did
+    not get to are left out, and a line says how many: they are not this command's."""
     runs = load_runs(suite_dir)
+    earlier = 0
+    if redone is not None and not runs.empty:
+        stale = (runs["status"] == records.COMPLETE) & ~runs["run_id"].isin(list(redone))
+        earlier = int(stale.sum())
+        runs = runs[~stale]
     table_df = summary_table(runs)
     records.atomic_write_text(suite_dir / "summary.csv", table_df.to_csv(index=False))
     table = Table(title=f"Final evaluation return — {suite_dir.name} (mean ± std over seeds)")
@@ -475,6 +484,12 @@ def _print_summary(suite_dir: Path) -> None:
             f"{run.status}: {run.run_id}: {run.error}",
             markup=False,
             highlight=False,
+            soft_wrap=True,
+        )
+    if earlier:
+        console.print(
+            f"--force was interrupted before it redid {earlier} run(s): their earlier results "
+            "are left out of this table (run the command again to redo them).",
             soft_wrap=True,
         )
     console.print(f"Results: {suite_dir}", markup=False, highlight=False, soft_wrap=True)

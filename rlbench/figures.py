@@ -109,6 +109,17 @@ def _reference_lines(ax: Any, random: float, solved: float, *, horizontal: bool 
         line(solved, **SOLVED_STYLE, zorder=1)
 
 
+def _pad_to_include(ax: Any, values: Sequence[float], margin: float = 0.1) -> None:
+    """Set the y limits to hold every finite value of ``values`` (scores and reference
+    lines) with ``margin`` of the span on each side, so that no line sits on the frame."""
+    finite = [float(v) for v in values if pd.notna(v) and np.isfinite(v)]
+    if not finite:
+        return
+    low, high = min(finite), max(finite)
+    pad = margin * (high - low) if high > low else max(abs(high) * margin, 1.0)
+    ax.set_ylim(low - pad, high + pad)
+
+
 def _reference_handles(has_random: bool, has_solved: bool) -> list[Line2D]:
     handles = []
     if has_random:
@@ -233,6 +244,7 @@ def final_scores_figure(
             )
             random, solved = _references(data, env)
             _reference_lines(ax, random, solved)
+            _pad_to_include(ax, [*data["return_mean"], random, solved])
             any_random |= pd.notna(random)
             any_solved |= pd.notna(solved)
             labels = []
@@ -312,6 +324,10 @@ def aggregate_figure(
     return fig
 
 
+#: Agents whose performance-profile CIs are filled bands; with more, their bounds are lines.
+MAX_FILLED_BANDS = 2
+
+
 def performance_profile_figure(
     profile: pd.DataFrame,
     palette: Mapping[str, Color],
@@ -319,10 +335,14 @@ def performance_profile_figure(
     agent: str = "agent_key",
 ) -> Figure:
     """The fraction of runs whose normalized final score exceeds τ, as τ grows, per agent,
-    with its 95% CI band; vertical lines mark τ = 0 (random) and τ = 1 (solved). A curve
+    with its 95% CI (a band for up to two agents, dotted bounds beyond); vertical lines mark
+    τ = 0 (random) and τ = 1 (solved). A curve
     that lies above another is better at every threshold. ``profile`` is
     :func:`rlbench.stats.performance_profile`'s frame. Returns the figure."""
     agents = [a for a in palette if a in set(profile[agent])]
+    # Filled bands of more than two agents overlap into a blur: beyond two, each CI is drawn
+    # as its two bounds, thin dotted lines in the agent's colour.
+    filled = len(agents) <= MAX_FILLED_BANDS
     with figure_style():
         fig, (ax,) = _figure(1, width=6.4, height=4.2)
         for name in agents:
@@ -330,15 +350,26 @@ def performance_profile_figure(
             ax.plot(
                 p["tau"], p["fraction"], color=palette[name], linewidth=2, drawstyle="steps-post"
             )
-            ax.fill_between(
-                p["tau"],
-                p["ci_low"],
-                p["ci_high"],
-                color=palette[name],
-                alpha=0.2,
-                linewidth=0,
-                step="post",
-            )
+            if filled:
+                ax.fill_between(
+                    p["tau"],
+                    p["ci_low"],
+                    p["ci_high"],
+                    color=palette[name],
+                    alpha=0.2,
+                    linewidth=0,
+                    step="post",
+                )
+                continue
+            for bound in ("ci_low", "ci_high"):
+                ax.plot(
+                    p["tau"],
+                    p[bound],
+                    color=palette[name],
+                    linewidth=0.8,
+                    linestyle=":",
+                    drawstyle="steps-post",
+                )
         _reference_lines(ax, 0.0, 1.0, horizontal=False)
         ax.set_xlabel("normalized score τ (0 = random policy, 1 = solved)")
         ax.set_ylabel("fraction of runs with score > τ")

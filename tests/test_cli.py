@@ -294,3 +294,35 @@ def test_seeds_option_adds_seeds_and_keeps_the_runs_already_done(tmp_path, write
     assert len(found) == 3 * len(kept) and set(found.values()) == {"complete"}
     assert sorted({run.split("__")[2] for run in found}) == ["seed0", "seed1", "seed2"]
     assert all(p.read_bytes() == content for p, content in kept.items())
+
+
+def test_an_interrupted_force_rerun_shows_only_what_it_redid(tmp_path, write_suite, monkeypatch):
+    from click.testing import CliRunner
+
+    from rlbench import executor
+    from rlbench.cli import cli
+
+    path = write_suite(seeds=2, steps=200, eval_interval=100)
+    results = tmp_path / "res"
+    first = rlbench_cmd("run", str(path), "--results", str(results), "--no-report")
+    assert first.returncode == 0, first.stderr
+    real = executor.run_suite
+
+    def redo_one_then_ctrl_c(suite, runs, *args, **kwargs):
+        # As if Ctrl-C came after --force redid the first run: the others' results on disk
+        # are not this command's.
+        done = real(suite, runs, *args, **kwargs)
+        done.outcomes = dict(list(done.outcomes.items())[:1])
+        done.interrupted = True
+        return done
+
+    monkeypatch.setattr(executor, "run_suite", redo_one_then_ctrl_c)
+    result = CliRunner().invoke(
+        cli, ["run", str(path), "--results", str(results), "--force", "-j", "1"]
+    )
+    assert result.exit_code == 130, result.output
+    text = " ".join(result.output.split())
+    assert "--force was interrupted before it redid 3 run(s)" in text, result.output
+    assert "their earlier results are left out of this table" in text
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert len(rows) == 1 and rows[0].split("│")[4].strip() == "1", rows  # n = 1, not 2

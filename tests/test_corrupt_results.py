@@ -130,6 +130,14 @@ def _rlbench(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), env=env)
 
 
+def _rerun_tiny(results: Path) -> Result:
+    """``rlbench run suites/tiny.toml`` into ``results`` again, one worker, one thread."""
+    return _rlbench(
+        "run", str(REPO / "suites" / "tiny.toml"), "--results", str(results),
+        "-j", "1", "--threads", "1", "--no-report",
+    )  # fmt: skip
+
+
 def _copy(pristine: Path, tmp_path: Path) -> tuple[Path, Path]:
     suite_dir = tmp_path / "tiny"
     shutil.copytree(pristine, suite_dir)
@@ -176,17 +184,7 @@ def test_run_redoes_exactly_the_damaged_run(
     suite_dir, victim = _copy(pristine, tmp_path)
     case.corrupt(victim)
     others = _snapshot(suite_dir / "runs", leave_out=victim)
-    result = _rlbench(
-        "run",
-        str(REPO / "suites" / "tiny.toml"),
-        "--results",
-        str(tmp_path),
-        "-j",
-        "1",
-        "--threads",
-        "1",
-        "--no-report",
-    )
+    result = _rerun_tiny(tmp_path)
     if victim.is_file():
         # A file where a run's folder goes is the user's, not rlbench's: it is not deleted.
         # The run is refused in one line naming it, and nothing changes.
@@ -218,17 +216,7 @@ def test_a_damaged_suite_json_is_refused_in_one_line_and_rewritten_by_run(
         "suite with `rlbench run` to rewrite it"
     )
     assert not (suite_dir / "report").exists()
-    result = _rlbench(
-        "run",
-        str(REPO / "suites" / "tiny.toml"),
-        "--results",
-        str(tmp_path),
-        "-j",
-        "1",
-        "--threads",
-        "1",
-        "--no-report",
-    )
+    result = _rerun_tiny(tmp_path)
     assert result.exit_code == 0, result.output
     assert "4 run(s) were already complete" in result.stdout
     assert len(records.SuiteManifest.read(suite_dir).runs) == 4

@@ -319,3 +319,53 @@ def test_rlbench_report_imports_neither_torch_nor_gymnasium(
     assert "rlbench.report" in modules and "pandas" in modules  # the runner saw the report
     for heavy in ("torch", "gymnasium", "rlbench.plugins", "rlbench.executor"):
         assert heavy not in modules, f"rlbench report imported {heavy}"
+
+
+def test_the_final_scores_figure_keeps_its_reference_lines_off_the_frame() -> None:
+    import pandas as pd
+
+    from rlbench.figures import final_scores_figure
+
+    finals = pd.DataFrame(
+        {
+            "agent_key": ["a"] * 3 + ["b"] * 3,
+            "env": ["E"] * 6,
+            "return_mean": [30.0, 40.0, 50.0, 60.0, 70.0, 80.0],
+            "ref_random": [20.0] * 6,  # below every run: the lowest thing drawn
+            "ref_solved": [100.0] * 6,
+        }
+    )
+    fig = final_scores_figure(finals, {"a": "C0", "b": "C1"})
+    low, high = fig.axes[0].get_ylim()
+    # The random line (the lowest thing drawn) clear of the frame: at least 8% of the height.
+    assert (20.0 - low) / (high - low) > 0.08 and (high - 100.0) / (high - low) > 0.08
+
+
+def test_the_performance_profile_draws_many_agents_bands_as_lines() -> None:
+    import numpy as np
+    import pandas as pd
+
+    from rlbench.figures import performance_profile_figure
+
+    def profile(agents):
+        tau = np.linspace(0, 1.2, 5)
+        return pd.DataFrame(
+            [
+                {"agent_key": a, "tau": t, "fraction": 0.5, "ci_low": 0.4, "ci_high": 0.6}
+                for a in agents
+                for t in tau
+            ]
+        )
+
+    two = performance_profile_figure(profile("ab"), {"a": "C0", "b": "C1"})
+    assert len(two.axes[0].collections) == 2  # a filled band each
+    many = "abcd"
+    four = performance_profile_figure(profile(many), {a: f"C{i}" for i, a in enumerate(many)})
+    assert len(four.axes[0].collections) == 0
+    # The CI bounds: dotted steps over τ (the reference lines are vertical, two points).
+    bounds = [
+        line
+        for line in four.axes[0].lines
+        if line.get_linestyle() == ":" and len(line.get_xdata()) > 2
+    ]
+    assert len(bounds) == 2 * len(many)
