@@ -88,7 +88,9 @@ def write_figures(path: Path, folder: Path) -> list[Path]:
     from rlbench.report import write_report
 
     folder.mkdir(parents=True, exist_ok=True)
-    name = path.name.removesuffix(".rlbench.json")
+    from rlbench import bundle
+
+    name = bundle.name_of(path)
     written = []
     with tempfile.TemporaryDirectory() as scratch:
         write_report([path], Path(scratch))
@@ -130,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = args.bundles or [REFERENCE / f"{name}.rlbench.json" for name in BUNDLES]
     sections = {}
+    from rlbench import bundle
+
     for path in paths:
-        sections[path.name.removesuffix(".rlbench.json")] = section(path)
+        sections[bundle.name_of(path)] = section(path)
         if args.write is None:
-            sys.stdout.write(sections[path.name.removesuffix(".rlbench.json")] + "\n")
+            sys.stdout.write(sections[bundle.name_of(path)] + "\n")
         if args.figures:
             for written in write_figures(path, args.figures):
                 print(f"wrote {written}", file=sys.stderr)

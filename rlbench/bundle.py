@@ -161,6 +161,18 @@ def open_results(path: Path | str) -> Path:
     return _unpacked[key]
 
 
+def name_of(path: Path | str) -> str:
+    """A bundle file's name less its suffix: ``cartpole`` for ``cartpole.rlbench.json``."""
+    return Path(path).name.removesuffix(SUFFIX)
+
+
+def beside(path: Path | str, kind: str) -> Path:
+    """Where a bundle's ``kind`` of output (``report``, ``export``) goes by default: the
+    folder ``<name>-<kind>`` next to the file (the bundle itself unpacks to a temporary
+    folder, which is no place for what a user keeps)."""
+    return Path(path).with_name(f"{name_of(path)}-{kind}")
+
+
 def origin(folder: Path | str) -> Path | None:
     """The bundle file that ``folder`` was unpacked from, or ``None`` for a real folder."""
     return _origins.get(Path(folder))
@@ -181,7 +193,7 @@ def _unpack(bundle: dict[str, Any], path: Path) -> Path:
     if _scratch is None:
         _scratch = Path(tempfile.mkdtemp(prefix="rlbench-bundles-"))
         atexit.register(shutil.rmtree, _scratch, ignore_errors=True)
-    name = path.name.removesuffix(SUFFIX).removesuffix(".json") or "bundle"
+    name = name_of(path).removesuffix(".json") or "bundle"
     folder = _scratch / str(len(_origins)) / name
     runs_dir = folder / records.RUNS_DIRNAME
     runs_dir.mkdir(parents=True)

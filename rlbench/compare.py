@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rlbench import bundle, records, stats
+from rlbench import records, stats
 from rlbench.errors import RlbenchError
 from rlbench.report import formatting as fmt
-from rlbench.results import load_run_table, load_tidy, reference_table
+from rlbench.results import load_run_table, load_tidy, open_suite_results, reference_table
 
 if TYPE_CHECKING:
     from rlbench.results import CatalogueSource
@@ -175,7 +175,7 @@ def compare(
         raise RlbenchError("--confidence must be in (0, 1) and --tolerance at least 0")
     sides = {}
     for name, path in (("baseline", baseline), ("candidate", candidate)):
-        folder = _folder(Path(path), name)
+        folder = open_suite_results(path, role=name)
         tidy = load_tidy(folder, runs=load_run_table(folder), catalogue=catalogue)
         if tidy.empty:
             raise RlbenchError(f"{path}: no complete run to compare ({name})")
@@ -234,26 +234,17 @@ def compare(
     )
 
 
-def _folder(path: Path, side: str) -> Path:
-    if not path.exists():
-        raise RlbenchError(f"{path}: no such results folder or bundle ({side})")
-    folder = bundle.open_results(path)
-    if not (folder / records.MANIFEST).is_file() and not (folder / records.RUNS_DIRNAME).is_dir():
-        raise RlbenchError(
-            f"{path} is not a suite's results folder ({side}; it has no {records.MANIFEST}): "
-            "pass e.g. results/cartpole or results/reference/cartpole.rlbench.json"
-        )
-    return folder
+def _pair(finals: pd.DataFrame, agent: str, env: str) -> pd.DataFrame:
+    """The final scores of ``agent``'s runs on ``env``."""
+    return finals[(finals["label"] == agent) & (finals["env"] == env)]
 
 
 def _scores(finals: pd.DataFrame, agent: str, env: str) -> np.ndarray:
-    rows = finals[(finals["label"] == agent) & (finals["env"] == env)]
-    return rows["return_mean"].to_numpy(float)
+    return _pair(finals, agent, env)["return_mean"].to_numpy(float)
 
 
 def _configs(finals: pd.DataFrame, agent: str, env: str) -> list[dict[str, Any]]:
-    rows = finals[(finals["label"] == agent) & (finals["env"] == env)]
-    found = [records.read_json(Path(p) / records.CONFIG) for p in rows["path"]]
+    found = [records.read_json(Path(p) / records.CONFIG) for p in _pair(finals, agent, env)["path"]]
     return [c for c in found if isinstance(c, dict)]
 
 

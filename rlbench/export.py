@@ -23,9 +23,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from rlbench import records
+from rlbench import bundle, records
 from rlbench.errors import RlbenchError, did_you_mean
-from rlbench.results import load_run_table, load_tidy
+from rlbench.results import (
+    is_run_folder,
+    is_suite_folder,
+    load_run_table,
+    load_tidy,
+    open_suite_results,
+)
 
 if TYPE_CHECKING:
     from rlbench.results import CatalogueSource
@@ -103,10 +109,7 @@ def default_out(source: Path | str, format_name: str) -> Path:
     if fmt.reads == RUN:
         return source / fmt.default_name
     if source.is_file():
-        from rlbench import bundle
-
-        name = source.name.removesuffix(bundle.SUFFIX)
-        return source.with_name(f"{name}-{EXPORT_DIRNAME}") / fmt.default_name
+        return bundle.beside(source, EXPORT_DIRNAME) / fmt.default_name
     return source / EXPORT_DIRNAME / fmt.default_name
 
 
@@ -120,44 +123,7 @@ def check_source(source: Path, format_name: str) -> None:
     if fmt.reads == RUN:
         _check_run_folder(source, format_name)
     elif source.is_dir():
-        _check_suite_folder(source, format_name)
-
-
-def _is_run_folder(path: Path) -> bool:
-    # A suite folder is never a run's, whatever its parent is called (--results runs).
-    return (
-        path.is_dir()
-        and not _is_suite_folder(path)
-        and (
-            (path / records.CONFIG).is_file()
-            or (path / records.STATUS).is_file()
-            or path.parent.name == records.RUNS_DIRNAME
-        )
-    )
-
-
-def _is_suite_folder(path: Path) -> bool:
-    return (path / records.MANIFEST).is_file() or (path / records.RUNS_DIRNAME).is_dir()
-
-
-def _check_suite_folder(path: Path, format_name: str) -> None:
-    if _is_run_folder(path):
-        raise RlbenchError(
-            f"{path} is one run's folder: --format {format_name} exports a suite's results; "
-            f"pass its suite's results folder, {path.parent.parent}"
-        )
-    if _is_suite_folder(path):
-        return
-    inner = sorted(p.name for p in path.iterdir() if (p / records.MANIFEST).is_file())
-    hint = (
-        f"; it holds the suite folders {', '.join(inner)}: pass e.g. {path / inner[0]}"
-        if inner
-        else ": pass RESULTS/<suite> (e.g. results/cartpole)"
-    )
-    raise RlbenchError(
-        f"{path} is not a suite's results folder (it has no {records.MANIFEST} and no "
-        f"{records.RUNS_DIRNAME}/ folder){hint}"
-    )
+        open_suite_results(source, purpose=f"--format {format_name} exports a suite's results")
 
 
 def _check_run_folder(path: Path, format_name: str) -> None:
@@ -166,14 +132,14 @@ def _check_run_folder(path: Path, format_name: str) -> None:
         raise RlbenchError(
             f"{path} is a file: {what}; pass a run's folder, RESULTS/<suite>/runs/<run_id>"
         )
-    if _is_suite_folder(path):
+    if is_suite_folder(path):
         runs = path / records.RUNS_DIRNAME
         found = sorted(p.name for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
         example = runs / found[0] if found else runs / "<run_id>"
         raise RlbenchError(
             f"{path} is a suite's results folder: {what}; pass one of its runs, e.g. {example}"
         )
-    if not _is_run_folder(path):
+    if not is_run_folder(path):
         raise RlbenchError(
             f"{path} is not a run's folder (it has no {records.CONFIG}): {what}; pass "
             "RESULTS/<suite>/runs/<run_id>"
@@ -605,8 +571,6 @@ def write_rlbench_bundle(
     """Write ``source`` (a suite's results folder or a bundle) as a results bundle at
     ``out`` (:mod:`rlbench.bundle`: every run of its ``suite.json`` with its config, status,
     evaluation curve and provenance; no weights). Returns ``out``."""
-    from rlbench import bundle
-
     return bundle.write_bundle(bundle.open_results(source), out)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rlbench import bundle, records
+from rlbench.errors import RlbenchError
 
 if TYPE_CHECKING:
     from rlbench.plugins import Catalogue
@@ -159,12 +160,63 @@ def source_names(paths: Path | str | Iterable[Path | str]) -> dict[Path, str]:
         depth += 1
 
 
+def is_suite_folder(path: Path) -> bool:
+    """Whether ``path`` is a suite's results folder (it has ``suite.json`` or ``runs/``)."""
+    return (path / records.MANIFEST).is_file() or (path / records.RUNS_DIRNAME).is_dir()
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is one run's folder (``RESULTS/<suite>/runs/<run_id>``)."""
+    # A suite folder is never a run's, whatever its parent is called (--results runs).
+    return (
+        path.is_dir()
+        and not is_suite_folder(path)
+        and (
+            (path / records.CONFIG).is_file()
+            or (path / records.STATUS).is_file()
+            or path.parent.name == records.RUNS_DIRNAME
+        )
+    )
+
+
+def open_suite_results(path: Path | str, *, role: str = "", purpose: str = "") -> Path:
+    """The results folder to read for ``path``: a suite's results folder as it is, a
+    results bundle unpacked (:func:`rlbench.bundle.open_results`). Raises
+    :class:`~rlbench.errors.RlbenchError`, in one line that names what to pass instead, for
+    a path that does not exist, a file that is not a bundle, one run's folder or any other
+    folder (naming the suite folders it holds). ``role`` says which of a command's inputs
+    ``path`` is (``baseline``); ``purpose`` what the command does with a suite's results."""
+    path = Path(path)
+    shown = f"{path} ({role})" if role else str(path)
+    if not path.exists():
+        raise RlbenchError(f"{shown}: no such results folder or bundle")
+    if path.is_file():
+        return bundle.open_results(path)
+    if is_suite_folder(path):
+        return path
+    if is_run_folder(path):
+        raise RlbenchError(
+            f"{shown} is one run's folder{': ' + purpose if purpose else ''}; pass its "
+            f"suite's results folder, {path.parent.parent}"
+        )
+    inner = sorted(p.name for p in path.iterdir() if (p / records.MANIFEST).is_file())
+    hint = (
+        f"; it holds the suite folders {', '.join(inner)}: pass e.g. {path / inner[0]}"
+        if inner
+        else ": pass RESULTS/<suite> (e.g. results/cartpole) or a results bundle"
+    )
+    raise RlbenchError(
+        f"{shown} is not a suite's results folder (it has no {records.MANIFEST} and no "
+        f"{records.RUNS_DIRNAME}/ folder){hint}"
+    )
+
+
 def _shown(folder: Path) -> Path:
     """A folder's path as its name is made: a bundle's file, less its suffix."""
     source = bundle.origin(folder)
     if source is None:
         return folder.resolve()
-    return source.resolve().with_name(source.name.removesuffix(bundle.SUFFIX))
+    return source.resolve().with_name(bundle.name_of(source))
 
 
 def load_run_table(

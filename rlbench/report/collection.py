@@ -12,8 +12,7 @@ import pandas as pd
 
 from rlbench import bundle, records, stats
 from rlbench.errors import RlbenchError
-from rlbench.records import MANIFEST
-from rlbench.results import load_run_table, load_tidy, reference_table
+from rlbench.results import load_run_table, load_tidy, open_suite_results, reference_table
 
 if TYPE_CHECKING:
     from rlbench.results import CatalogueSource
@@ -40,26 +39,6 @@ class ReportData:
     n_resamples: int
 
 
-def _check_folder(path: Path) -> None:
-    if path.is_file():
-        bundle.read_bundle(path)  # a results bundle, or one line saying why not
-        return
-    if not path.is_dir():
-        raise RlbenchError(f"{path}: no such results folder")
-    if (path / MANIFEST).is_file() or (path / records.RUNS_DIRNAME).is_dir():
-        return
-    inner = sorted(p.name for p in path.iterdir() if (p / MANIFEST).is_file())
-    hint = (
-        f"; it holds the suite folders {', '.join(inner)}: pass e.g. {path / inner[0]}"
-        if inner
-        else ""
-    )
-    raise RlbenchError(
-        f"{path} is not a suite's results folder (it has no {MANIFEST} and no "
-        f"{records.RUNS_DIRNAME}/ folder){hint}"
-    )
-
-
 def collect(
     results_dirs: Sequence[Path | str],
     *,
@@ -78,12 +57,11 @@ def collect(
     :class:`ReportData`."""
     if not results_dirs:
         raise RlbenchError("no results folder given")
-    for path in results_dirs:
-        _check_folder(Path(path))
-    folders = list(dict.fromkeys(bundle.open_results(p) for p in results_dirs))
+    folders = list(dict.fromkeys(open_suite_results(p) for p in results_dirs))
     runs = load_run_table(folders)
     if runs.empty:
-        raise RlbenchError(f"no runs found in {', '.join(map(str, folders))}")
+        shown = (str(bundle.display_path(f)) for f in folders)
+        raise RlbenchError(f"no runs found in {', '.join(shown)}")
     for run in runs[runs["status"] == records.DAMAGED].itertuples(index=False):
         if warn is not None:
             warn(

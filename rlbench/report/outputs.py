@@ -86,9 +86,7 @@ def default_report_dir(folder: Path) -> Path:
     """Where a folder's report goes by default: its ``report/``; for a results bundle's
     (which unpacks to a temporary folder), ``<bundle name>-report/`` beside the file."""
     source = bundle.origin(folder)
-    if source is None:
-        return folder / REPORT_DIRNAME
-    return source.with_name(source.name.removesuffix(bundle.SUFFIX) + "-" + REPORT_DIRNAME)
+    return folder / REPORT_DIRNAME if source is None else bundle.beside(source, REPORT_DIRNAME)
 
 
 def _write_tables(data: ReportData, directory: Path) -> None:
