@@ -17,6 +17,10 @@ CPUS="${RLBENCH_RAY_CPUS:-1}"
 DIR="${RLBENCH_RAY_DIR:-/tmp/rlbench-ray}"
 ADDRESS="127.0.0.1:$PORT"
 export RAY_USAGE_STATS_ENABLED=0
+# A loopback test cluster without Ray's token authentication, even where an earlier
+# `ray.init()` left a token in ~/.ray/auth_token (which would turn it on for the head and
+# lock out the worker node).
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
 
 log() { echo "ray_cluster.sh: $*" >&2; }
 
@@ -31,14 +35,18 @@ start)
         log "a cluster is already up at $ADDRESS"
     else
         mkdir -p "$DIR"
+        : >"$DIR/sessions"
+        # Each node starts in a session of its own, whose id is kept, so that `stop` finds
+        # every process the node left (Ray's agents and client server name no folder).
+        in_session() { setsid bash -c 'echo $$ >>"$0/sessions"; exec "$@"' "$DIR" "$@"; }
         log "starting the head node on $ADDRESS ($CPUS CPU)"
-        ray start --head --node-ip-address 127.0.0.1 --port "$PORT" --num-cpus "$CPUS" \
+        in_session ray start --head --node-ip-address 127.0.0.1 --port "$PORT" --num-cpus "$CPUS" \
             --num-gpus 0 --include-dashboard false --temp-dir "$DIR" --disable-usage-stats \
             >"$DIR/head.log" 2>&1 || { cat "$DIR/head.log" >&2; exit 1; }
         # Another loopback address, as another machine has its own: a driver on this machine
         # connects to the node of 127.0.0.1 (the head) without ambiguity.
         log "starting a worker node on 127.0.0.2 ($CPUS CPU)"
-        ray start --address "$ADDRESS" --node-ip-address 127.0.0.2 --num-cpus "$CPUS" \
+        in_session ray start --address "$ADDRESS" --node-ip-address 127.0.0.2 --num-cpus "$CPUS" \
             --num-gpus 0 --disable-usage-stats >"$DIR/worker.log" 2>&1 \
             || { cat "$DIR/worker.log" >&2; exit 1; }
     fi
@@ -52,16 +60,22 @@ stop)
     # Only this cluster's processes: every node of it (and every worker) runs under its
     # session folder in $DIR, so other Ray clusters of the machine are left alone (`ray stop`
     # would stop them all).
-    pattern="$DIR/session|--temp-dir[= ]$DIR( |$)"
-    pids=$(pgrep -f -- "$pattern" || true)
+    pattern="$DIR/session_|--temp-dir[= ]$DIR( |$)"
+    members() {
+        pgrep -f -- "$pattern" || true
+        if [[ -f "$DIR/sessions" ]]; then
+            for sid in $(cat "$DIR/sessions"); do pgrep -s "$sid" || true; done
+        fi
+    }
+    pids=$(members | sort -u)
     if [[ -n "$pids" ]]; then
         log "stopping the cluster of $DIR ($(echo "$pids" | wc -w) processes)"
         kill -TERM $pids 2>/dev/null || true
         for _ in $(seq 20); do
-            pgrep -f -- "$pattern" >/dev/null || break
+            [[ -n "$(members)" ]] || break
             sleep 0.5
         done
-        pids=$(pgrep -f -- "$pattern" || true)
+        pids=$(members | sort -u)
         [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
     fi
     ;;

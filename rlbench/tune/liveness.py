@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,13 +40,20 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
 
 
 def worker_identity() -> dict[str, Any]:
-    """This process as recorded on the trials it runs."""
+    """This process as recorded on the trials it runs; inside a Ray task (``rlbench tune
+    --executor ray``) also the id of the Ray node that ran it."""
     stat = _proc_stat(os.getpid())
-    return {
+    identity: dict[str, Any] = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "start": stat[1] if stat else None,
     }
+    ray = sys.modules.get("ray")  # only a Ray task has it imported and initialised
+    if ray is not None and ray.is_initialized():
+        context = ray.get_runtime_context()
+        if context.get_task_id() is not None:
+            identity["ray_node"] = context.get_node_id()
+    return identity
 
 
 def _worker_is_dead(identity: Mapping[str, Any]) -> bool:
