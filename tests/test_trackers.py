@@ -398,6 +398,41 @@ def test_tensorboard_drops_what_a_resumed_run_logged_after_its_checkpoint(tmp_pa
 
 
 @pytest.mark.skipif(not _installed("mlflow"), reason="pip install -e '.[mlflow]'")
+def test_mlflow_logs_each_step_once_when_a_killed_run_resumes(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from rlbench_trackers.mlflow_logger import MlflowLogger
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+
+    def train(logger: MlflowLogger, steps: range) -> None:
+        # An exact resume logs the same values at the same steps as the killed attempt.
+        for step in steps:
+            logger.log_episodes("r", [{"step": step - 50, "return": -step, "length": 50}])
+            logger.log_evaluation("r", {"step": step, "return_mean": float(step)})
+
+    logger = MlflowLogger(_context(tmp_path))
+    logger.start_run(RunStart("r", {"seed": 0}, {}))
+    train(logger, range(100, 400, 100))  # checkpoint at 100, killed after logging 300
+    logger.close()
+    logger = MlflowLogger(_context(tmp_path))
+    logger.start_run(RunStart("r", {"seed": 0}, {}, resumed_from=100))
+    train(logger, range(200, 600, 100))
+    logger.end_run("r", {"status": "complete", "env_steps": 500})
+    logger.close()
+    client = MlflowClient(tracking_uri=(tmp_path / "logs" / "mlruns").resolve().as_uri())
+    [run] = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "FINISHED"
+    evaluations = client.get_metric_history(run.info.run_id, "eval/return_mean")
+    assert sorted((m.step, m.value) for m in evaluations) == [
+        (s, float(s)) for s in range(100, 600, 100)
+    ]
+    episodes = client.get_metric_history(run.info.run_id, "episode/return")
+    assert sorted(m.step for m in episodes) == list(range(50, 550, 100))
+
+
+@pytest.mark.skipif(not _installed("mlflow"), reason="pip install -e '.[mlflow]'")
 def test_mlflow_runs_hold_the_recorded_values(logged, monkeypatch):
     from mlflow.tracking import MlflowClient
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from rlbench import LogContext, Logger, RunStart
 from rlbench_trackers.common import (
+    EPISODE,
+    EVAL,
     as_text,
     episode_scalars,
     evaluation_scalars,
@@ -24,6 +26,9 @@ BATCH_METRICS, BATCH_PARAMS, PARAM_LENGTH, TAG_LENGTH = 1000, 100, 6000, 8000
 #: rlbench's run status -> MLflow's.
 MLFLOW_STATUS = {"complete": "FINISHED", "failed": "FAILED", "skipped": "KILLED"}
 RUN_ID_TAG = "rlbench.run_id"
+#: The metrics whose last step tells how far a resumed run's earlier attempt logged: its
+#: evaluations and its episodes (each interval logs its episodes, then its evaluation).
+RESUME_KEYS = (EVAL + "return_mean", EPISODE + "return")
 
 
 def tracking_uri(context: LogContext) -> str:
@@ -59,6 +64,10 @@ class MlflowLogger(Logger):
             else self.client.create_experiment(name)
         )
         self.runs: dict[str, str] = {}  # rlbench run id -> MLflow run id
+        # A resumed run's last evaluated step in MLflow (what its killed attempt logged):
+        # points up to it are not logged again. The resume is exact, so they are the very
+        # values the earlier attempt logged, and MLflow would otherwise show each twice.
+        self.logged_to: dict[str, int] = {}
 
     def start_run(self, run: RunStart) -> None:
         if run.run_id in self.runs:
@@ -71,8 +80,17 @@ class MlflowLogger(Logger):
                 max_results=1,
             )
             if found:
-                self.runs[run.run_id] = found[0].info.run_id
-                self.client.update_run(found[0].info.run_id, status="RUNNING")
+                mlflow_id = found[0].info.run_id
+                self.runs[run.run_id] = mlflow_id
+                self.client.update_run(mlflow_id, status="RUNNING")
+                self.logged_to[run.run_id] = max(
+                    (
+                        m.step
+                        for key in RESUME_KEYS
+                        for m in self.client.get_metric_history(mlflow_id, key)
+                    ),
+                    default=-1,
+                )
                 return
         config = run.config
         tags = {
@@ -106,9 +124,11 @@ class MlflowLogger(Logger):
 
     def _log(self, run_id: str, values: Sequence[tuple[int, Mapping[str, float]]]) -> None:
         now = int(time.time() * 1000)
+        logged_to = self.logged_to.get(run_id, -1)
         metrics = [
             self.Metric(safe_key(key), value, now, step)
             for step, scalars in values
+            if step > logged_to
             for key, value in scalars.items()
         ]
         for i in range(0, len(metrics), BATCH_METRICS):
@@ -125,6 +145,7 @@ class MlflowLogger(Logger):
 
     def end_run(self, run_id: str, status: Mapping[str, Any]) -> None:
         mlflow_id = self.runs.pop(run_id)
+        self.logged_to.pop(run_id, None)
         tags = [
             self.RunTag(safe_key(f"status.{key}"), as_text(value)[:TAG_LENGTH])
             for key, value in status.items()
