@@ -61,11 +61,15 @@ stop)
     # session folder in $DIR, so other Ray clusters of the machine are left alone (`ray stop`
     # would stop them all).
     pattern="$DIR/session_|--temp-dir[= ]$DIR( |$)"
-    members() {
-        pgrep -f -- "$pattern" || true
-        if [[ -f "$DIR/sessions" ]]; then
-            for sid in $(cat "$DIR/sessions"); do pgrep -s "$sid" || true; done
-        fi
+    members() {  # the cluster's live processes (a zombie is gone already: not counted)
+        local pids
+        pids=$(
+            pgrep -f -- "$pattern" || true
+            if [[ -f "$DIR/sessions" ]]; then
+                for sid in $(cat "$DIR/sessions"); do pgrep -s "$sid" || true; done
+            fi
+        )
+        [[ -z "$pids" ]] || ps -o pid=,stat= -p "$(echo $pids | tr ' ' ',')" | awk '$2 !~ /^Z/ {print $1}'
     }
     pids=$(members | sort -u)
     if [[ -n "$pids" ]]; then

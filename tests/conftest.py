@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -115,3 +116,43 @@ def rlbench_cmd(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+HAVE_RAY = importlib.util.find_spec("ray") is not None
+#: What a command that talks to the test cluster runs with: no usage stats, and this Python's
+#: ``ray`` on the PATH (the cluster script calls it).
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """The address of a running Ray cluster: $RAY_ADDRESS (CI starts one), or one this test
+    session starts with scripts/ray_cluster.sh on its own port and folder (and stops)."""
+    if not HAVE_RAY:
+        pytest.skip("Ray is not installed (pip install -c constraints.txt -e '.[ray]')")
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        yield address
+        return
+    folder = tmp_path_factory.mktemp("ray")
+    env = {**os.environ, **RAY_ENV, "RLBENCH_RAY_PORT": "6399", "RLBENCH_RAY_DIR": str(folder)}
+    started = subprocess.run(
+        ["bash", str(REPO / "scripts" / "ray_cluster.sh"), "start"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stderr
+    try:
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(
+            ["bash", str(REPO / "scripts" / "ray_cluster.sh"), "stop"],
+            capture_output=True,
+            env=env,
+            timeout=120,
+        )

@@ -5,32 +5,28 @@ local run writes, and a node lost mid-run costs its runs nothing but time."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TWO_GROUPS_SUITE, rlbench_cmd
+from conftest import HAVE_RAY, RAY_ENV, REPO, TWO_GROUPS_SUITE, rlbench_cmd
 from run_files import differences, statuses, without_resume_fields
 
 from rlbench import ray_executor
 from rlbench.errors import RlbenchError
 
-HAVE_RAY = importlib.util.find_spec("ray") is not None
 needs_ray = pytest.mark.skipif(
     not HAVE_RAY, reason="Ray is not installed (pip install -c constraints.txt -e '.[ray]')"
 )
-ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-}
 
 SUITE = TWO_GROUPS_SUITE.format(name="onray", steps=2000)
 
@@ -53,38 +49,8 @@ config = { learning_starts = 200 }
 """
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> str:
-    """The address of a running cluster: $RAY_ADDRESS, or one this module starts (and stops)."""
-    if not HAVE_RAY:
-        pytest.skip("Ray is not installed (pip install -c constraints.txt -e '.[ray]')")
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        yield address
-        return
-    folder = tmp_path_factory.mktemp("ray")
-    env = {**os.environ, **ENV, "RLBENCH_RAY_PORT": "6399", "RLBENCH_RAY_DIR": str(folder)}
-    started = subprocess.run(
-        ["bash", str(REPO / "scripts" / "ray_cluster.sh"), "start"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=180,
-    )
-    assert started.returncode == 0, started.stderr
-    try:
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(
-            ["bash", str(REPO / "scripts" / "ray_cluster.sh"), "stop"],
-            capture_output=True,
-            env=env,
-            timeout=120,
-        )
-
-
 @needs_ray
-def test_a_suite_on_ray_writes_the_files_of_a_local_run(tmp_path, cluster):
+def test_a_suite_on_ray_writes_the_files_of_a_local_run(tmp_path, ray_cluster):
     suite = tmp_path / "suite.toml"
     suite.write_text(SUITE)
     on_ray = rlbench_cmd(
@@ -95,8 +61,8 @@ def test_a_suite_on_ray_writes_the_files_of_a_local_run(tmp_path, cluster):
         "--executor",
         "ray",
         "--address",
-        cluster,
-        env=ENV,
+        ray_cluster,
+        env=RAY_ENV,
     )
     assert on_ray.returncode == 0, on_ray.stdout + on_ray.stderr
     local = rlbench_cmd(
@@ -130,7 +96,7 @@ def _raylet_of(pid: int) -> int:
 
 @needs_ray
 @pytest.mark.slow  # about two minutes: CI runs it with the learning checks
-def test_runs_of_a_node_lost_mid_run_resume_elsewhere_from_their_checkpoints(tmp_path, cluster):
+def test_runs_of_a_node_lost_mid_run_resume_elsewhere_from_their_checkpoints(tmp_path, ray_cluster):
     suite = tmp_path / "suite.toml"
     suite.write_text(LONG_SUITE)
     log = (tmp_path / "victim.log").open("w")
@@ -140,7 +106,7 @@ def test_runs_of_a_node_lost_mid_run_resume_elsewhere_from_their_checkpoints(tmp
             "ray",
             "start",
             "--address",
-            cluster,
+            ray_cluster,
             "--node-ip-address",
             "127.0.0.3",
             "--num-cpus",
@@ -151,7 +117,7 @@ def test_runs_of_a_node_lost_mid_run_resume_elsewhere_from_their_checkpoints(tmp
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, **ENV},
+        env={**os.environ, **RAY_ENV},
         start_new_session=True,
     )
     try:
@@ -173,7 +139,7 @@ def test_runs_of_a_node_lost_mid_run_resume_elsewhere_from_their_checkpoints(tmp
                 "--executor",
                 "ray",
                 "--address",
-                cluster,
+                ray_cluster,
                 "--lanes",
                 "1",
                 "--no-report",
@@ -181,7 +147,7 @@ def test_runs_of_a_node_lost_mid_run_resume_elsewhere_from_their_checkpoints(tmp
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, **ENV, "COLUMNS": "200"},
+            env={**os.environ, **RAY_ENV, "COLUMNS": "200"},
         )
         runs_dir = results / "lost" / "runs"
         # The run the third node trains (its provenance.json says where), once it has a
@@ -260,7 +226,7 @@ batch_size = { choices = [16, 32] }
 
 
 @needs_ray
-def test_tune_on_ray_finishes_exactly_the_trials_asked_for(tmp_path, cluster):
+def test_tune_on_ray_finishes_exactly_the_trials_asked_for(tmp_path, ray_cluster):
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -277,8 +243,8 @@ def test_tune_on_ray_finishes_exactly_the_trials_asked_for(tmp_path, cluster):
         "--executor",
         "ray",
         "--address",
-        cluster,
-        env=ENV,
+        ray_cluster,
+        env=RAY_ENV,
     )
     assert tuned.returncode == 0, tuned.stdout + tuned.stderr
     assert "5 finished trials (5 complete" in tuned.stdout
@@ -308,12 +274,54 @@ def _console_examples(document: Path) -> list[tuple[str, list[str]]]:
     _console_examples(REPO / "docs" / "cluster.md"),
     ids=lambda value: value if isinstance(value, str) else "",
 )
-def test_the_cluster_page_shows_what_rlbench_prints(command, printed, cluster, tmp_path):
+def test_the_cluster_page_shows_what_rlbench_prints(command, printed, ray_cluster, tmp_path):
     """An unreachable cluster, a task no node can hold: one line, before any run starts."""
     args = shlex.split(command)[1:]
     result = rlbench_cmd(
-        *args, "--results", str(tmp_path), env={**ENV, "RAY_ADDRESS": cluster}, cwd=REPO
+        *args, "--results", str(tmp_path), env={**RAY_ENV, "RAY_ADDRESS": ray_cluster}, cwd=REPO
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == printed
     assert not list(tmp_path.rglob("status.json")), "refused before any run started"
+
+
+@needs_ray
+def test_the_cluster_script_joins_its_nodes_and_stops_every_process_it_started(tmp_path):
+    """scripts/ray_cluster.sh on a machine where an earlier ``ray.init()`` left a token in
+    ~/.ray/auth_token (which turns Ray's token authentication on): both nodes still form
+    one cluster, and ``stop`` leaves none of its processes behind (Ray's agents and client
+    server, which name no session folder, included)."""
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("f" * 64)
+    # Ray's socket paths must stay under 108 bytes: a short folder, not pytest's.
+    folder = Path(tempfile.mkdtemp(prefix="rlb-ray-"))
+    env = {
+        **os.environ,
+        **RAY_ENV,
+        "HOME": str(home),
+        "RLBENCH_RAY_PORT": "6421",
+        "RLBENCH_RAY_DIR": str(folder),
+    }
+    env.pop("RAY_AUTH_MODE", None)
+    script = ["bash", str(REPO / "scripts" / "ray_cluster.sh")]
+    sessions: list[str] = []
+    started = subprocess.run(
+        [*script, "start"], capture_output=True, text=True, env=env, timeout=180
+    )
+    try:
+        assert started.returncode == 0, started.stderr
+        sessions = (folder / "sessions").read_text().split()
+        assert len(sessions) == 2  # the head and the worker node
+        members = subprocess.run(
+            ["pgrep", "-s", ",".join(sessions)], capture_output=True, text=True
+        ).stdout.split()
+        assert members  # the nodes' daemons run in the sessions the script recorded
+    finally:
+        subprocess.run([*script, "stop"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+    left = subprocess.run(
+        ["ps", "-o", "pid=,stat=,cmd=", "-s", ",".join(sessions)], capture_output=True, text=True
+    ).stdout.splitlines()
+    # Zombies are dead already (whoever adopted them has not reaped them yet).
+    assert [line for line in left if line.split()[1][0] != "Z"] == []

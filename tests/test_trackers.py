@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, TINY_SUITE, rlbench_cmd
+from conftest import RAY_ENV, REPO, TINY_SUITE, rlbench_cmd
 from run_files import differences
 
 from rlbench.loggers import LogContext, Logger, LoggerSpec, RunStart, parse_names
@@ -723,16 +722,8 @@ def test_a_logger_that_cannot_be_created_is_reported_and_dropped(tmp_path):
 @pytest.mark.skipif(
     not (_installed("ray") and _installed("tensorboard")), reason="needs Ray and tensorboard"
 )
-def test_on_ray_the_driver_logs_what_the_tasks_record(tmp_path):
-    """Ray tasks send their events to the driver, where the loggers are (tests/test_ray.py's
-    cluster: $RAY_ADDRESS, else one started here)."""
-    address = os.environ.get("RAY_ADDRESS")
-    ray_env = {
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    if not address:
-        pytest.skip("no Ray cluster: set RAY_ADDRESS (scripts/ray_cluster.sh start; CI does)")
+def test_on_ray_the_driver_logs_what_the_tasks_record(tmp_path, ray_cluster):
+    """Ray tasks send their events to the driver, where the loggers are."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     suite = tmp_path / "t.toml"
@@ -746,10 +737,10 @@ def test_on_ray_the_driver_logs_what_the_tasks_record(tmp_path):
         "--executor",
         "ray",
         "--address",
-        address,
+        ray_cluster,
         "--log",
         "tensorboard",
-        env=ray_env,
+        env=RAY_ENV,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for run in run_dirs(tmp_path):
