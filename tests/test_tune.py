@@ -284,8 +284,14 @@ def test_a_worker_killed_mid_trial_is_failed_and_retried_on_resume(tmp_path):
         running = []
         while time.monotonic() < deadline and not running:
             time.sleep(0.5)
-            if journal.exists() and list(results.glob("tt/tune/*/trials/*/runs/*/status.json")):
-                running = journal_study(results).get_trials(states=(TrialState.RUNNING,))
+            if journal.exists():
+                # A running trial that trains already (its runs have started): one that has
+                # only begun sampling its parameters would leave a partial set behind.
+                running = [
+                    t
+                    for t in journal_study(results).get_trials(states=(TrialState.RUNNING,))
+                    if list(results.glob(f"tt/tune/*/trials/{t.number}/runs/*/status.json"))
+                ]
         assert running, "no trial started"
     finally:
         worker.send_signal(signal.SIGKILL)
