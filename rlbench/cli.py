@@ -203,8 +203,8 @@ def executor_options(help_executor: str) -> Callable[[Callable[..., Any]], Calla
     default=DEFAULT_LANES,
     show_default=True,
     help="Seeds of one configuration trained together as one batched computation, for "
-    "agents that support it (the built-in DQNs, ppo, a2c); each run's results are what it "
-    "gives alone. 1: every run on its own.",
+    "agents that support it (every built-in agent: the DQNs, ppo, a2c, sac, td3); each "
+    "run's results are what it gives alone. 1: every run on its own.",
 )
 @click.option(
     "--checkpoint-every",
