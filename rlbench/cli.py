@@ -846,6 +846,21 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
     default=None,
     help="Torch threads per worker [default: 1; small networks run fastest on one].",
 )
+@click.option(
+    "--log",
+    "log_names",
+    default=None,
+    metavar="NAMES",
+    help="Experiment trackers to log every trial's runs to, comma-separated: tensorboard, "
+    "mlflow, wandb or a plugin's; overrides the suite's `log`, and 'none' logs nowhere. "
+    "Runs are named trial-<number>/<run id>, in a project named after the study.",
+)
+@click.option(
+    "--log-dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where trackers that write files write them [default: RESULTS/<suite>/tune/<study>/logs].",
+)
 @executor_options(
     "Where the workers run: processes here, or tasks on a Ray cluster (with --jobs "
     "workers; default one per cluster CPU). Nodes on other machines need --storage URL."
@@ -865,6 +880,8 @@ def tune_command(
     seeds_per_trial: int | None,
     results_root: Path,
     threads: int | None,
+    log_names: str | None,
+    log_dir: Path | None,
     executor: str,
     address: str | None,
 ) -> None:
@@ -890,7 +907,7 @@ def tune_command(
     suite_file = suite_file or tuning.default_suite_file()
     try:
         catalogue = options.catalogue()
-        suite = load_suite(suite_file, catalogue)
+        suite = load_suite(suite_file, catalogue, log=_log_option(log_names, catalogue))
         overrides = tuning.TuneOverrides(agent, envs, trials, seeds_per_trial, sampler, pruner)
         plan = tuning.resolve_plan(suite, catalogue, overrides)
     except RlbenchError as exc:
@@ -902,7 +919,15 @@ def tune_command(
     location = tuning.StudyLocation(results_root, suite.name, name, storage_url)
     if threads is None:
         threads = default_threads()
-    job = tuning.TuneJob(plan, location, threads, options.autoload, options.plugins)
+    job = tuning.TuneJob(
+        plan,
+        location,
+        threads,
+        options.autoload,
+        options.plugins,
+        log=tuple(suite.file.log),
+        log_dir=log_dir,
+    )
     dims = ", ".join(f"{k} {d.to_raw()}" for k, d in plan.dims.items())
     console.print(
         f"Tuning {plan.label} ({plan.agent}) on {', '.join(e for e, _ in plan.environments)}: "
@@ -910,7 +935,14 @@ def tune_command(
         f"{len(plan.seeds)} seeds x {plan.steps_label} steps; {plan.sampler} sampler, "
         f"{plan.pruner} pruner (warm-up {plan.warmup_steps} steps); objective: "
         f"{tuning.objective_label(plan)}.\nSearch space: {dims}"
-        + (f"; fixed: {plan.fixed}" if plan.fixed else ""),
+        + (f"; fixed: {plan.fixed}" if plan.fixed else "")
+        + (
+            f"\nLogging each trial's runs to {', '.join(job.log)} (project {name!r}, runs "
+            f"trial-<number>/<run id>; files under "
+            f"{log_dir or location.study_dir / 'logs'})."
+            if job.log
+            else ""
+        ),
         markup=False,
         highlight=False,
         soft_wrap=True,

@@ -197,8 +197,9 @@ class SuiteFile(_Strict):
     tune: TuneTable | None = None
     """Optional: what `rlbench tune` tunes (docs/tuning.md)."""
     log: list[str] = Field(default_factory=list)
-    """Experiment trackers `rlbench run` logs to (registered loggers: "tensorboard",
-    "mlflow", "wandb", or a plugin's); `--log` overrides. Logging changes no result file."""
+    """Experiment trackers `rlbench run` and `rlbench tune` log to (registered loggers:
+    "tensorboard", "mlflow", "wandb", or a plugin's); `--log` overrides. Logging changes no
+    result file."""
 
     @field_validator("seeds", mode="before")
     @classmethod

@@ -468,6 +468,105 @@ def test_mlflow_runs_hold_the_recorded_values(logged, monkeypatch):
         assert history("train/loss") == [(int(m["step"]), float(m["loss"])) for m in metrics]
 
 
+TUNE_SUITE = """
+name = "tt"
+seeds = 2
+environments = ["CartPole-v1"]
+
+[budget]
+steps = 200
+eval_interval = 100
+eval_episodes = 2
+
+[[agents]]
+name = "dqn"
+config = { learning_starts = 50, train_frequency = 50, gradient_steps = 2, buffer_size = 1000 }
+network = { name = "mlp", hidden_sizes = [16] }
+
+[tune]
+trials = 2
+seeds_per_trial = 2
+warmup_steps = 0
+use_default_space = false
+
+[tune.space.dqn]
+learning_rate = { low = 1e-4, high = 1e-2, log = true }
+"""
+
+
+@pytest.mark.skipif(
+    not (_installed("tensorboard") and _installed("mlflow")),
+    reason="pip install -c constraints.txt -e '.[tensorboard,mlflow]'",
+)
+def test_tune_logs_every_trials_runs_to_the_trackers(tmp_path, monkeypatch):
+    """Two worker processes: each trial's runs reach TensorBoard and MLflow as the trial's
+    files hold them, named trial-<number>/<run id> in the study's one experiment."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    suite = tmp_path / "tune.toml"
+    suite.write_text(TUNE_SUITE)
+    proc = rlbench_cmd(
+        "tune",
+        "--suite",
+        str(suite),
+        "--results",
+        str(tmp_path / "results"),
+        "--jobs",
+        "2",
+        "--log",
+        "tensorboard,mlflow",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    study_dir = tmp_path / "results" / "tt" / "tune" / "dqn-CartPole-v1"
+    assert "Logging each trial's runs to tensorboard, mlflow" in proc.stdout
+    assert str(study_dir / "logs") in proc.stdout
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(study_dir / "logs" / "mlruns").resolve().as_uri())
+    # One experiment, named after the study, though two workers started logging at once.
+    experiments = [e.name for e in client.search_experiments() if e.name != "Default"]
+    assert experiments == ["dqn-CartPole-v1"]
+    experiment_id = client.get_experiment_by_name("dqn-CartPole-v1").experiment_id
+    trial_runs = sorted((study_dir / "trials").glob("*/runs/*"))
+    assert len(trial_runs) == 4  # 2 trials x 2 seeds
+    assert len(client.search_runs([experiment_id])) == 4
+    for run in trial_runs:
+        number = run.parent.parent.name
+        name = f"trial-{number}/{run.name}"
+        evaluations = csv_rows(run / "evaluations.csv")
+        events = EventAccumulator(str(study_dir / "logs" / "tensorboard" / name))
+        events.Reload()
+        assert [(e.step, e.value) for e in events.Scalars("eval/return_mean")] == [
+            (int(r["step"]), np.float32(float(r["return_mean"]))) for r in evaluations
+        ]
+        [found] = client.search_runs(
+            [experiment_id], filter_string=f"tags.`rlbench.run_id` = '{name}'"
+        )
+        assert found.info.run_name == name and found.info.status == "FINISHED"
+        config = json.loads((run / "config.json").read_text())
+        params = found.data.params
+        # The trial's sampled value, and which trial of which study it is.
+        assert params["agent_config.learning_rate"] == str(config["agent_config"]["learning_rate"])
+        assert (params["tune.study"], params["tune.trial"]) == ("dqn-CartPole-v1", number)
+        history = client.get_metric_history(found.info.run_id, "eval/return_mean")
+        assert sorted((m.step, m.value) for m in history) == [
+            (int(r["step"]), float(r["return_mean"])) for r in evaluations
+        ]
+
+
+def test_tune_refuses_an_unknown_tracker_before_any_trial(tmp_path):
+    suite = tmp_path / "tune.toml"
+    suite.write_text(TUNE_SUITE)
+    proc = rlbench_cmd(
+        "tune", "--suite", str(suite), "--results", str(tmp_path / "r"), "--log", "tensorbord"
+    )
+    assert proc.returncode == 2
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "--log tensorbord" in line and "tensorboard" in line, proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def wandb_records(path: Path):
     """The protobuf records of a W&B run file (``run-ID.wandb``, LevelDB's log format: 32 KiB
     blocks of chunks, each ``crc32, length, type`` then the data), as W&B writes them."""

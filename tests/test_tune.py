@@ -225,6 +225,7 @@ def test_tiny_study_writes_best_toml_and_resumes_to_the_new_total(tmp_path):
         assert (out / name).stat().st_size > 0, name
     runs = sorted((out / "trials" / "0" / "runs").iterdir())
     assert len(runs) == 2  # two seeds per trial
+    assert not (out / "logs").exists() and "Logging" not in result.stdout  # no tracker asked
     # dqn trains a trial's two seeds together as lanes; the pruner sees their mean return at
     # each evaluation, at the environment steps the trial has consumed (2 seeds x step).
     trial0 = journal_study(results).trials[0]

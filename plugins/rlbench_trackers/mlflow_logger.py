@@ -57,17 +57,27 @@ class MlflowLogger(Logger):
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or context.suite
-        experiment = self.client.get_experiment_by_name(name)
-        self.experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self.client.create_experiment(name)
-        )
+        self.experiment_id = self._experiment(name)
         self.runs: dict[str, str] = {}  # rlbench run id -> MLflow run id
         # A resumed run's last evaluated step in MLflow (what its killed attempt logged):
         # points up to it are not logged again. The resume is exact, so they are the very
         # values the earlier attempt logged, and MLflow would otherwise show each twice.
         self.logged_to: dict[str, int] = {}
+
+    def _experiment(self, name: str) -> str:
+        """The id of experiment ``name``, created if missing. Processes that log to one
+        experiment at once (``rlbench tune --jobs N``'s workers) may race to create it: the
+        loser takes the winner's."""
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        try:
+            return str(self.client.create_experiment(name))
+        except Exception:
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
 
     def start_run(self, run: RunStart) -> None:
         if run.run_id in self.runs:

@@ -9,7 +9,8 @@ The modules, in the order they import each other (each only those above it): ``s
 (search-space dimensions), ``plan`` (a suite's ``[tune]`` table resolved into a plan),
 ``job`` (one command: plan, study location, worker settings), ``storage`` (journal file
 or database, the claim lock, retries), ``study`` (sampler, pruner, counting), ``liveness``
-(trials whose worker died), ``trial`` (one trial's runs and pruning), ``workers``
+(trials whose worker died), ``trackers`` (each trial's runs sent to experiment trackers),
+``trial`` (one trial's runs and pruning), ``workers``
 (claiming and running trials), ``outputs`` (progress lines, trials.csv, best.toml,
 figures) and ``command`` (:func:`tune`). Tuning reads suites; suites know nothing of it.
 """

@@ -9,6 +9,7 @@ from rlbench.tune.job import TuneJob
 from rlbench.tune.outputs import TrialPrinter, TuneOutcome, finish
 from rlbench.tune.storage import ClaimLock, open_storage
 from rlbench.tune.study import open_study
+from rlbench.tune.trackers import prepare_trackers
 from rlbench.tune.workers import run_ray_workers, run_workers, worker_loop
 
 
@@ -36,6 +37,7 @@ def tune(
             f"Resuming: {before.finished} finished trial(s) ({before.complete} complete, "
             f"{before.pruned} pruned, {before.failed} failed), {before.running} running."
         )
+    prepare_trackers(job, catalogue)
     if executor == "ray":
         run_ray_workers(job, jobs or None, lambda: printer.update(study), address)
     elif jobs <= 1:

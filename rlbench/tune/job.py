@@ -55,6 +55,11 @@ class TuneJob:
     threads: int = 1
     autoload: bool | None = None
     extra_plugins: tuple[str, ...] = ()
+    log: tuple[str, ...] = ()
+    """Loggers (experiment trackers) every trial's runs go to (:mod:`rlbench.tune.trackers`):
+    ``--log``, else the suite's ``log``."""
+    log_dir: Path | None = None
+    """Where file-based trackers write; ``None``: ``RESULTS/<suite>/tune/<study>/logs``."""
 
     @property
     def target(self) -> int:

@@ -33,15 +33,17 @@ from optuna.trial import TrialState
 from rlbench import records
 from rlbench.executor import lane_groups
 from rlbench.plugins import Catalogue
-from rlbench.recording import DivergedError
+from rlbench.recording import DivergedError, ProgressCallback
 from rlbench.runspec import RunSpec
 from rlbench.stats import iqm
+from rlbench.tracking import fan_out
 from rlbench.training import execute_lanes
 from rlbench.tune.job import TuneJob
 from rlbench.tune.liveness import fail_and_retry
 from rlbench.tune.plan import TunePlan
 from rlbench.tune.space import Choices, Dimension, FloatRange, IntRange
 from rlbench.tune.storage import HEARTBEAT_INTERVAL_S
+from rlbench.tune.trackers import trial_tracking
 
 
 class _TrialRunError(Exception):
@@ -136,22 +138,39 @@ def _trial_runs(plan: TunePlan, params: Mapping[str, Any], catalogue: Catalogue)
 
 
 def _evaluate_trial(
-    trial: optuna.Trial, plan: TunePlan, trial_dir: Path, catalogue: Catalogue
+    trial: optuna.Trial, job: TuneJob, trial_dir: Path, catalogue: Catalogue
 ) -> float:
     """Train the trial's runs and return its objective value. Raises
     :class:`optuna.TrialPruned` when pruned and :class:`_TrialRunError` when a run fails.
 
     A lane agent trains each environment's seeds together as lanes (the same results as
-    one by one, faster); any other agent trains them one after the other."""
+    one by one, faster); any other agent trains them one after the other. The runs' events
+    go to the job's trackers, if any (:mod:`rlbench.tune.trackers`)."""
+    plan = job.plan
     params = _suggest(trial, plan.dims)
     runs = _trial_runs(plan, params, catalogue)
+    with trial_tracking(job, trial.number, [r.run_id for r in runs], catalogue) as log:
+        return _train_trial(trial, plan, runs, trial_dir, catalogue, log)
+
+
+def _train_trial(
+    trial: optuna.Trial,
+    plan: TunePlan,
+    runs: Sequence[RunSpec],
+    trial_dir: Path,
+    catalogue: Catalogue,
+    log: ProgressCallback | None,
+) -> float:
     scores: list[float] = []
     offset = 0
     for group in lane_groups(runs, catalogue, max_lanes=len(plan.seeds)):
         scale = _score_scale(plan, group[0].env)
         reporter = _Reporter(trial, offset, len(group), scale)
         offset += len(group) * group[0].steps
-        outcomes = execute_lanes(group, trial_dir, catalogue, reporter)
+        # The trackers first: an evaluation that prunes the trial is logged before the
+        # reporter stops the runs.
+        on_event = reporter if log is None else fan_out(log, reporter)
+        outcomes = execute_lanes(group, trial_dir, catalogue, on_event)
         if reporter.pruned_at is not None:
             trial.set_user_attr("pruned_at_step", reporter.pruned_at)
             raise optuna.TrialPruned(f"pruned at environment step {reporter.pruned_at}")
@@ -203,7 +222,7 @@ def run_trial(
     trial_dir = job.location.trial_dir(trial.number)
     try:
         with _heartbeat(storage, trial):
-            value = _evaluate_trial(trial, job.plan, trial_dir, catalogue)
+            value = _evaluate_trial(trial, job, trial_dir, catalogue)
     except optuna.TrialPruned:
         study.tell(trial, state=TrialState.PRUNED)
     except _TrialRunError as exc:
