@@ -20,7 +20,9 @@ from conftest import rlbench_cmd
 from rlbench_mlp import MLPConfig, build_mlp
 from rlbench_offpolicy import common
 from rlbench_offpolicy.sac import SAC, SACConfig
+from rlbench_offpolicy.sac import critic_loss as sac_critic_loss
 from rlbench_offpolicy.td3 import TD3, TD3Config
+from rlbench_offpolicy.td3 import critic_loss as td3_critic_loss
 from run_files import differences, statuses, without_resume_fields
 from test_lanes import assert_same_state
 from test_lanes import run_files as lane_files
@@ -28,6 +30,7 @@ from test_lanes import run_files as lane_files
 from rlbench import AgentContext, Transition, checkpoint
 from rlbench.errors import SuiteError
 from rlbench.executor import run_suite
+from rlbench.lanes import polyak_update
 from rlbench.runspec import expand
 from rlbench.saved_agent import evaluate_saved, load_agent
 from rlbench.suite import load_suite
@@ -45,9 +48,16 @@ AGENTS = {"sac": (SAC, SACConfig), "td3": (TD3, TD3Config)}
 # ---------------------------------------------------------------- the agents on their own
 
 
-def make_agent(name: str, seeds: tuple[int, ...] = (0,), action_space=ACTIONS, **config: Any):
+def make_agent(
+    name: str,
+    seeds: tuple[int, ...] = (0,),
+    action_space=ACTIONS,
+    hidden: tuple[int, ...] = (16,),
+    **config: Any,
+):
     """A lane agent of ``seeds`` built as the harness builds one: each lane's generator seeded
-    from its seed, network k of each role drawn from seed k's torch stream (16-unit MLPs)."""
+    from its seed, network k of each role drawn from seed k's torch stream (MLPs of
+    ``hidden`` units)."""
     torch_states: dict[int, torch.Tensor] = {}
 
     def make_lane_networks(n_in: int, n_out: int, role: str | None = None) -> list:
@@ -57,7 +67,7 @@ def make_agent(name: str, seeds: tuple[int, ...] = (0,), action_space=ACTIONS, *
                 torch.random.set_rng_state(torch_states[seed])
             else:
                 torch.manual_seed(seed)
-            networks.append(build_mlp(n_in, n_out, MLPConfig(hidden_sizes=[16])))
+            networks.append(build_mlp(n_in, n_out, MLPConfig(hidden_sizes=list(hidden))))
             torch_states[seed] = torch.random.get_rng_state()
         torch.random.set_rng_state(outside)
         return networks
@@ -259,6 +269,109 @@ def test_a_checkpoint_restores_an_agent_that_goes_on_exactly(name):
         b, metrics_b = step(resumed, i)
         assert torch.equal(a, b) and metrics_a == metrics_b
     assert_same_state(agent.state_dict(), resumed.state_dict())
+
+
+def autograd_gradient_step(agent) -> None:
+    """One gradient step of ``agent`` (sac or td3) in plain autograd: every loss backpropagated
+    by ``backward()``, the critics' from the agent's ``critic_loss``. What the agents' hand
+    computed gradients (the critics', sac's temperature's) must equal bit for bit."""
+    c, b = agent.config, agent.buffer.sample(agent.config.batch_size)
+    rngs, shape = agent.context.lane_rngs, (c.batch_size, agent.actions.size)
+    if isinstance(agent, SAC):
+        pi_noise, next_noise = (common.lane_normal(rngs, shape, b.obs.device) for _ in range(2))
+        action_pi, log_prob = agent.policy(b.obs, pi_noise)
+        if agent.log_alpha is not None:
+            alpha = agent.log_alpha.detach().exp()
+            gap = (log_prob.detach() + agent.target_entropy).mean(dim=1)
+            agent.alpha_params.zero_grad()
+            (-(agent.log_alpha[:, 0] * gap)).sum().backward()
+            agent.alpha_optimizer.step(c.learning_rate)
+        else:
+            alpha = torch.full((agent.context.lanes, 1), float(c.ent_coef))
+        with torch.no_grad():
+            next_action, next_log_prob = agent.policy(b.next_obs, next_noise)
+            next_x = torch.cat([b.next_obs, next_action], dim=-1)
+            next_q = torch.min(agent.qf1_target(next_x), agent.qf2_target(next_x)).squeeze(-1)
+            target = b.reward + c.gamma * (~b.terminated).float() * (next_q - alpha * next_log_prob)
+        loss = sac_critic_loss
+    else:
+        agent.n_updates += 1
+        noise = common.lane_normal(rngs, shape, b.obs.device)
+        with torch.no_grad():
+            smoothing = (noise * c.target_policy_noise).clamp(
+                -c.target_noise_clip, c.target_noise_clip
+            )
+            next_action = (torch.tanh(agent.actor_target(b.next_obs)) + smoothing).clamp(-1, 1)
+            next_x = torch.cat([b.next_obs, next_action], dim=-1)
+            next_q = torch.min(agent.qf1_target(next_x), agent.qf2_target(next_x)).squeeze(-1)
+            target = b.reward + c.gamma * (~b.terminated).float() * next_q
+        loss = td3_critic_loss
+    x = torch.cat([b.obs, b.action], dim=-1)
+    agent.critic_params.zero_grad()
+    loss(agent.qf1(x).squeeze(-1), agent.qf2(x).squeeze(-1), target).sum().backward()
+    agent.critic_optimizer.step(c.learning_rate)
+    if isinstance(agent, SAC):
+        x_pi = torch.cat([b.obs, action_pi], dim=-1)
+        min_q_pi = torch.min(agent.qf1(x_pi), agent.qf2(x_pi)).squeeze(-1)
+        actor_loss = (alpha * log_prob - min_q_pi).mean(dim=1)
+    elif agent.n_updates % c.policy_delay == 0:
+        x_pi = torch.cat([b.obs, torch.tanh(agent.actor(b.obs))], dim=-1)
+        actor_loss = -agent.qf1(x_pi).squeeze(-1).mean(dim=1)
+    else:
+        return
+    agent.actor_params.zero_grad()
+    actor_loss.sum().backward(inputs=agent.actor_params.params)
+    agent.actor_optimizer.step(c.learning_rate)
+    polyak_update(agent.critic_target_params, agent.critic_params, c.tau)
+    if not isinstance(agent, SAC):
+        polyak_update(agent.actor_target_params, agent.actor_params, c.tau)
+
+
+GRADIENT_CASES = [
+    ("sac", {"batch_size": 100}),
+    ("sac", {"batch_size": 4, "ent_coef": 0.2}),
+    ("td3", {"batch_size": 100}),
+    ("td3", {"batch_size": 4, "policy_delay": 1}),
+]
+
+
+def fast_and_plain(name: str, hidden: tuple[int, ...], config: dict[str, Any]):
+    """Two equal three-lane agents past learning_starts, the first after 4 of its own gradient
+    steps, the second after the same 4 in plain autograd."""
+    agents = [make_agent(name, seeds=(0, 1, 2), hidden=hidden, **config) for _ in range(2)]
+    for agent in agents:
+        for i in range(110):  # with the agents' own gradient steps from step 8 on
+            step(agent, i)
+    fast, plain = agents
+    assert_same_state(fast.state_dict(), plain.state_dict())
+    for _ in range(4):
+        fast.gradient_step()
+        autograd_gradient_step(plain)
+    return fast, plain
+
+
+@pytest.mark.parametrize(("name", "config"), GRADIENT_CASES)
+def test_the_hand_computed_gradients_are_autograds_bit_for_bit(name, config):
+    """64-unit layers (products as baddbmm, as every built-in setting), batch sizes whose
+    1/batch is and is not exact: the agent's gradient steps and the same steps in plain
+    autograd leave every weight, target and optimizer moment equal."""
+    fast, plain = fast_and_plain(name, (64, 48), config)
+    assert_same_state(fast.state_dict(), plain.state_dict())
+    # And both drew the same random numbers.
+    states = [[r.bit_generator.state for r in a.context.lane_rngs] for a in (fast, plain)]
+    assert states[0] == states[1]
+
+
+@pytest.mark.parametrize(("name", "config"), GRADIENT_CASES)
+def test_with_narrow_layers_the_gradients_agree_to_rounding(name, config):
+    """A hidden layer of fewer than 32 units is a narrow product with its bias added apart
+    (rlbench.lanes.networks.NARROW_OUTPUT): autograd sums that bias's gradient in another
+    order, so the two agree to float32 rounding, not bit for bit."""
+    fast, plain = fast_and_plain(name, (16,), config)
+    torch.testing.assert_close(fast.critic_params.flat, plain.critic_params.flat)
+    # Adam's moments: its steps hardly depend on the gradient's scale, its moments do.
+    for moment, value in fast.critic_optimizer.moments.items():
+        torch.testing.assert_close(value, plain.critic_optimizer.moments[moment])
 
 
 def test_gradient_steps_minus_one_takes_as_many_as_steps_collected():

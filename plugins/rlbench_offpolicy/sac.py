@@ -27,8 +27,13 @@ alone, each loss is per lane (``[lanes]``) and summed over the lanes before ``ba
 and each optimized group (actor; both critics; ``log_alpha``) has its own
 :class:`~rlbench.lanes.LaneParameters` and :class:`~rlbench.lanes.LaneOptimizer`.
 
-Read it top to bottom: config, construction, the policy, ``act``, ``observe``, the gradient
-step, saving.
+Read it top to bottom: the critics' loss, config, construction, the policy, ``act``,
+``observe``, the gradient step, saving. The gradient step backpropagates the actor's loss
+with autograd; the critics' loss (:func:`critic_loss`, in plain autograd form) and the
+temperature's have gradients simple enough to compute by hand
+(:func:`rlbench_offpolicy.common.backprop_twin_critics`), which saves autograd's graph: they
+equal autograd's bit for bit, and ``tests/test_offpolicy.py`` holds them to a plain-autograd
+gradient step.
 """
 
 from __future__ import annotations
@@ -60,6 +65,14 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 #: SB3's epsilon in the tanh correction, ``log(1 - tanh(u)^2 + 1e-6)``.
 TANH_EPS = 1e-6
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+
+
+def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SB3's critic loss, per lane ``[lanes]``: half the sum of the two critics' mean squared
+    errors against the soft Bellman target, ``q1``, ``q2``, ``target`` ``[lanes, batch]``.
+    The plain form: :meth:`SAC.gradient_step` computes its gradient by hand
+    (:func:`rlbench_offpolicy.common.backprop_twin_critics`), equal to autograd's of this."""
+    return 0.5 * ((q1 - target).square().mean(dim=1) + (q2 - target).square().mean(dim=1))
 
 
 class SACConfig(AgentConfig):
@@ -255,9 +268,10 @@ class SAC(LaneAgent[SACConfig]):
             assert self.alpha_params is not None and self.alpha_optimizer is not None
             alpha = self.log_alpha.detach().exp()  # [lanes, 1], this step's alpha
             entropy_gap = (log_prob.detach() + self.target_entropy).mean(dim=1)
-            alpha_loss = -(self.log_alpha[:, 0] * entropy_gap)  # [lanes]: each lane's own
-            self.alpha_params.zero_grad()
-            alpha_loss.sum().backward()  # the sum: each lane gets its own loss's gradient
+            alpha_loss = -(self.log_alpha.detach()[:, 0] * entropy_gap)  # [lanes]: each lane's
+            # Its gradient, -entropy_gap, by hand: autograd's 0 + (-1 * gap), without a graph.
+            assert self.alpha_params.grad is not None
+            self.alpha_params.grad.zero_()[:, 0].sub_(entropy_gap)
             self.alpha_optimizer.step(c.learning_rate)
         else:
             alpha = torch.full((self.context.lanes, 1), float(c.ent_coef), device=b.obs.device)
@@ -269,14 +283,11 @@ class SAC(LaneAgent[SACConfig]):
             next_q = torch.min(self.qf1_target(next_x), self.qf2_target(next_x)).squeeze(-1)
             soft_next_q = next_q - alpha * next_log_prob
             target = b.reward + c.gamma * (~b.terminated).float() * soft_next_q
+        # critic_loss below, its gradient computed by hand (bit for bit autograd's).
         x = torch.cat([b.obs, b.action], dim=-1)
-        q1, q2 = self.qf1(x).squeeze(-1), self.qf2(x).squeeze(-1)
-        # SB3: 0.5 * sum of the two critics' mean squared errors, per lane.
-        critic_loss = 0.5 * (
-            (q1 - target).square().mean(dim=1) + (q2 - target).square().mean(dim=1)
+        loss = common.backprop_twin_critics(
+            self.qf1, self.qf2, self.critic_params, x, target, critic_loss, coefficient=0.5
         )
-        self.critic_params.zero_grad()
-        critic_loss.sum().backward()
         self.critic_optimizer.step(c.learning_rate)
 
         # Actor: minimise alpha * log pi - min Q(s, a~pi), through the updated critics; only
@@ -289,7 +300,7 @@ class SAC(LaneAgent[SACConfig]):
         self.actor_optimizer.step(c.learning_rate)
 
         polyak_update(self.critic_target_params, self.critic_params, c.tau)
-        metrics = [critic_loss.detach(), actor_loss.detach(), alpha[:, 0]]
+        metrics = [loss, actor_loss.detach(), alpha[:, 0]]
         if self.log_alpha is not None:
             metrics.append(alpha_loss.detach())
         return torch.stack(metrics)

@@ -28,7 +28,11 @@ loss is per lane (``[lanes]``) and summed over the lanes before ``backward()``, 
 and the critics each have their own :class:`~rlbench.lanes.LaneParameters` and
 :class:`~rlbench.lanes.LaneOptimizer`.
 
-Read it top to bottom: config, construction, ``act``, ``observe``, the gradient step, saving.
+Read it top to bottom: the critics' loss, config, construction, ``act``, ``observe``, the
+gradient step, saving. The critics' gradient is computed by hand from :func:`critic_loss`
+(its plain autograd form; :func:`rlbench_offpolicy.common.backprop_twin_critics`), bit for
+bit autograd's (``tests/test_offpolicy.py`` holds it to a plain-autograd gradient step); the
+actor's loss is backpropagated by autograd.
 """
 
 from __future__ import annotations
@@ -52,6 +56,14 @@ from rlbench.lanes import (
     stack_networks,
 )
 from rlbench_offpolicy import common
+
+
+def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SB3's critic loss, per lane ``[lanes]``: the sum of the two critics' mean squared errors
+    against the target, ``q1``, ``q2``, ``target`` ``[lanes, batch]``. The plain form:
+    :meth:`TD3.gradient_step` computes its gradient by hand
+    (:func:`rlbench_offpolicy.common.backprop_twin_critics`), equal to autograd's of this."""
+    return (q1 - target).square().mean(dim=1) + (q2 - target).square().mean(dim=1)
 
 
 class TD3Config(AgentConfig):
@@ -205,15 +217,14 @@ class TD3(LaneAgent[TD3Config]):
             next_x = torch.cat([b.next_obs, next_action], dim=-1)
             next_q = torch.min(self.qf1_target(next_x), self.qf2_target(next_x)).squeeze(-1)
             target = b.reward + c.gamma * (~b.terminated).float() * next_q
+        # critic_loss below, its gradient computed by hand (bit for bit autograd's).
         x = torch.cat([b.obs, b.action], dim=-1)
-        q1, q2 = self.qf1(x).squeeze(-1), self.qf2(x).squeeze(-1)
-        # SB3: the sum of the two critics' mean squared errors, per lane.
-        critic_loss = (q1 - target).square().mean(dim=1) + (q2 - target).square().mean(dim=1)
-        self.critic_params.zero_grad()
-        critic_loss.sum().backward()  # the sum: each lane gets its own loss's gradient
+        loss = common.backprop_twin_critics(
+            self.qf1, self.qf2, self.critic_params, x, target, critic_loss, coefficient=1.0
+        )
         self.critic_optimizer.step(c.learning_rate)
         if self.n_updates % c.policy_delay != 0:
-            return critic_loss.detach(), None
+            return loss, None
 
         # Delayed: the actor up Q1(s, mu(s)) (only its weights change), then every target.
         x_pi = torch.cat([b.obs, torch.tanh(self.actor(b.obs))], dim=-1)
@@ -223,7 +234,7 @@ class TD3(LaneAgent[TD3Config]):
         self.actor_optimizer.step(c.learning_rate)
         polyak_update(self.critic_target_params, self.critic_params, c.tau)
         polyak_update(self.actor_target_params, self.actor_params, c.tau)
-        return critic_loss.detach(), actor_loss.detach()
+        return loss, actor_loss.detach()
 
     # ------------------------------------------------------------------ saving
 
