@@ -240,3 +240,22 @@ def test_stacked_backprop_is_autograds(activation, rows, n_out):
     expected = torch.autograd.grad((net(x) * grad_output).sum(), list(net.parameters()))
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+@pytest.mark.parametrize("rows", [1, 7, 600])
+@pytest.mark.parametrize("n_out", [1, 2, 40])
+def test_stacked_backprop_to_input_is_autograds(activation, rows, n_out):
+    """The gradient with respect to the input (an actor's loss through a critic): by hand as
+    autograd computes it, through autograd for ELU, and no parameter's gradient touched."""
+    torch.manual_seed(0)
+    config = MLPConfig(hidden_sizes=[64, 16], activation=activation)
+    net = stack_networks([build_mlp(5, n_out, config) for _ in range(3)])
+    x = torch.randn(3, rows, 5)
+    grad_output = torch.randn(3, rows, n_out)
+    _, saved = net.forward_for_backprop(x)
+    got = net.backprop_to_input(saved, grad_output)
+    leaf = x.clone().requires_grad_()
+    (want,) = torch.autograd.grad((net(leaf) * grad_output).sum(), leaf)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert all(p.grad is None for p in net.parameters())

@@ -27,13 +27,15 @@ alone, each loss is per lane (``[lanes]``) and summed over the lanes before ``ba
 and each optimized group (actor; both critics; ``log_alpha``) has its own
 :class:`~rlbench.lanes.LaneParameters` and :class:`~rlbench.lanes.LaneOptimizer`.
 
-Read it top to bottom: the critics' loss, config, construction, the policy, ``act``,
-``observe``, the gradient step, saving. The gradient step backpropagates the actor's loss
-with autograd; the critics' loss (:func:`critic_loss`, in plain autograd form) and the
-temperature's have gradients simple enough to compute by hand
-(:func:`rlbench_offpolicy.common.backprop_twin_critics`), which saves autograd's graph: they
-equal autograd's bit for bit, and ``tests/test_offpolicy.py`` holds them to a plain-autograd
-gradient step.
+Read it top to bottom: the losses, config, construction, the policy, ``act``, ``observe``,
+the gradient step, saving. :func:`critic_loss` and :func:`actor_loss` are the losses in plain
+autograd form (with :meth:`SAC.policy`); the gradient step computes their gradients, and the
+temperature's, by hand, which saves autograd's graph (one seed's gradient step about 15%
+faster): the critics' through :func:`rlbench_offpolicy.common.backprop_twin_critics`, the
+actor's through both critics to their input and back through the policy
+(:meth:`SAC.actor_backprop`). Each follows autograd's formulas in autograd's order, so the
+gradients equal autograd's bit for bit at the built-in layer sizes, and
+``tests/test_offpolicy.py`` holds a gradient step to the same step in plain autograd.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from rlbench.lanes import (
     LaneParameters,
     LaneReplayBuffer,
     flat_size,
+    kernels,
     lane_slice,
     polyak_update,
     stack_networks,
@@ -73,6 +76,17 @@ def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> tor
     The plain form: :meth:`SAC.gradient_step` computes its gradient by hand
     (:func:`rlbench_offpolicy.common.backprop_twin_critics`), equal to autograd's of this."""
     return 0.5 * ((q1 - target).square().mean(dim=1) + (q2 - target).square().mean(dim=1))
+
+
+def actor_loss(
+    alpha: torch.Tensor, log_prob: torch.Tensor, q1_pi: torch.Tensor, q2_pi: torch.Tensor
+) -> torch.Tensor:
+    """SB3's actor loss, per lane ``[lanes]``: ``mean(alpha * log pi(a|s) - min(Q1, Q2)(s,
+    a))`` over the minibatch, ``a ~ pi(s)`` reparameterised; ``alpha`` ``[lanes, 1]``, the rest
+    ``[lanes, batch]``. The plain form: :meth:`SAC.gradient_step` backpropagates it by hand
+    through the critics and :meth:`SAC.policy` (:meth:`SAC.actor_backprop`), equal to
+    autograd's gradient of it."""
+    return (alpha * log_prob - torch.min(q1_pi, q2_pi)).mean(dim=1)
 
 
 class SACConfig(AgentConfig):
@@ -219,6 +233,41 @@ class SAC(LaneAgent[SACConfig]):
         mean, _ = self.actor(x).chunk(2, dim=-1)
         return torch.tanh(mean)
 
+    def policy_for_backprop(
+        self, x: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[Any, ...]]:
+        """:meth:`policy`'s actions and log-probabilities, by the same operations, and what
+        :meth:`actor_backprop` needs of the pass."""
+        out, saved = self.actor.forward_for_backprop(x)
+        mean, raw_log_std = out.chunk(2, dim=-1)
+        log_std = raw_log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        std = log_std.exp()
+        action = torch.tanh(mean + std * noise)
+        squash = 1.0 - action.square() + TANH_EPS
+        gaussian = -0.5 * noise.square() - log_std - HALF_LOG_2PI
+        log_prob = (gaussian - torch.log(squash)).sum(dim=-1)
+        return action, log_prob, (saved, raw_log_std, std, action, squash, noise)
+
+    def actor_backprop(
+        self, cache: tuple[Any, ...], grad_action: torch.Tensor, grad_log_prob: torch.Tensor
+    ) -> None:
+        """Backpropagate a loss's gradients with respect to :meth:`policy_for_backprop`'s
+        actions ``[lanes, n, |A|]`` and log-probabilities ``[lanes, n]`` through the policy
+        into the actor's weights (``actor_params.grad``): autograd's formulas in autograd's
+        order, each step the derivative of the line of :meth:`policy` it follows."""
+        saved, raw_log_std, std, action, squash, noise = cache
+        grad_lp = grad_log_prob.unsqueeze(-1).expand_as(action)  # the sum over dimensions
+        # - log(1 - a^2 + eps): the derivative through the log, then through -a^2.
+        grad_action = grad_action + (grad_lp / squash) * (2.0 * action)
+        grad_u = kernels.tanh_backward(grad_action, action)  # a = tanh(u)
+        # u = mean + std * noise; std = exp(log_std); log pi also holds -log_std.
+        grad_log_std = (grad_u * noise) * std - grad_lp
+        # The clamp passes the gradient where the log-std is within its bounds.
+        inside = (raw_log_std >= LOG_STD_MIN).logical_and_(raw_log_std <= LOG_STD_MAX)
+        grad_raw = torch.where(inside, grad_log_std, torch.zeros((), dtype=std.dtype))
+        grad_out = torch.cat([grad_u, grad_raw], dim=-1)
+        self.actor.backprop(saved, grad_out, self.actor_params.grad_views)
+
     # ------------------------------------------------------------------ acting
 
     def act(self, obs: torch.Tensor, *, greedy: bool = False) -> torch.Tensor:
@@ -260,8 +309,8 @@ class SAC(LaneAgent[SACConfig]):
         rngs, shape = self.context.lane_rngs, (c.batch_size, self.actions.size)
         pi_noise = common.lane_normal(rngs, shape, b.obs.device)
         next_noise = common.lane_normal(rngs, shape, b.obs.device)
-        # The current policy on the sampled states, kept in the graph for the actor's loss.
-        action_pi, log_prob = self.policy(b.obs, pi_noise)
+        # The current policy on the sampled states, kept for the actor's loss.
+        action_pi, log_prob, policy_saved = self.policy_for_backprop(b.obs, pi_noise)
 
         # Temperature: loss -log_alpha * (log pi + target entropy), the log-probs constant.
         if self.log_alpha is not None:
@@ -290,17 +339,29 @@ class SAC(LaneAgent[SACConfig]):
         )
         self.critic_optimizer.step(c.learning_rate)
 
-        # Actor: minimise alpha * log pi - min Q(s, a~pi), through the updated critics; only
-        # the actor's weights get gradients.
+        # Actor: minimise actor_loss through the updated critics; only the actor's weights
+        # get gradients. By hand, autograd's formulas: the mean's 1/batch, then
+        # d/dlog pi = alpha / batch and d/dmin Q = -1 / batch, which min() sends to the
+        # smaller critic (half to each on a tie); each critic's gradient with respect to
+        # its input, summed, and the action's columns of it; then through the policy.
         x_pi = torch.cat([b.obs, action_pi], dim=-1)
-        min_q_pi = torch.min(self.qf1(x_pi), self.qf2(x_pi)).squeeze(-1)
-        actor_loss = (alpha * log_prob - min_q_pi).mean(dim=1)
-        self.actor_params.zero_grad()
-        actor_loss.sum().backward(inputs=self.actor_params.params)
+        q1_pi, saved1 = self.qf1.forward_for_backprop(x_pi)
+        q2_pi, saved2 = self.qf2.forward_for_backprop(x_pi)
+        q1_pi, q2_pi = q1_pi.squeeze(-1), q2_pi.squeeze(-1)
+        loss_pi = actor_loss(alpha, log_prob, q1_pi, q2_pi)
+        grad = torch.full_like(log_prob, 1.0) / c.batch_size  # [lanes, batch]
+        grad_min = -grad
+        tie = torch.where(q1_pi == q2_pi, grad_min / 2, grad_min)
+        grad_q1 = tie.masked_fill(q1_pi > q2_pi, 0.0).unsqueeze(-1)
+        grad_q2 = tie.masked_fill(q1_pi < q2_pi, 0.0).unsqueeze(-1)
+        grad_x = self.qf1.backprop_to_input(saved1, grad_q1) + self.qf2.backprop_to_input(
+            saved2, grad_q2
+        )
+        self.actor_backprop(policy_saved, grad_x[..., b.obs.shape[-1] :], grad * alpha)
         self.actor_optimizer.step(c.learning_rate)
 
         polyak_update(self.critic_target_params, self.critic_params, c.tau)
-        metrics = [loss, actor_loss.detach(), alpha[:, 0]]
+        metrics = [loss, loss_pi, alpha[:, 0]]
         if self.log_alpha is not None:
             metrics.append(alpha_loss.detach())
         return torch.stack(metrics)

@@ -146,10 +146,12 @@ class StackedNetwork(nn.Module):
 
     def forward_for_backprop(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
         """``(output, saved)``: the output (not part of any autograd graph) and what
-        :meth:`backprop` needs of this pass."""
+        :meth:`backprop` or :meth:`backprop_to_input` needs of this pass (one of them,
+        once)."""
+        x = x.detach().requires_grad_()
         with torch.enable_grad():
             out = self(x)
-        return out.detach(), out
+        return out.detach(), (x, out)
 
     def backprop(
         self, saved: Any, grad_output: torch.Tensor, grads: Sequence[torch.Tensor]
@@ -158,8 +160,15 @@ class StackedNetwork(nn.Module):
         shape) the gradient of ``(output * grad_output).sum()``, each lane's with respect
         to its own weights: backpropagation of ``grad_output``, the gradient of the loss
         with respect to the output of the pass that returned ``saved``."""
-        computed = torch.autograd.grad(saved, list(self.parameters()), grad_output)
+        computed = torch.autograd.grad(saved[1], list(self.parameters()), grad_output)
         kernels.foreach_copy_(grads, computed)
+
+    def backprop_to_input(self, saved: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        """The gradient of ``(output * grad_output).sum()`` with respect to the pass's input
+        ``x`` (``[lanes, batch, in]``), and no parameter's: a loss that reaches another
+        network through this one (an actor's loss through a critic)."""
+        x, out = saved
+        return torch.autograd.grad(out, x, grad_output)[0]
 
 
 class StackedSequential(StackedNetwork):
@@ -281,6 +290,24 @@ class StackedSequential(StackedNetwork):
                 self._weight_grad(x, g, weight, narrow, weight_grads[i])
                 if i > 0:
                     g = self._input_grad(g, weight, narrow)
+
+    def backprop_to_input(self, saved: Any, grad_output: torch.Tensor) -> torch.Tensor:
+        """:meth:`StackedNetwork.backprop_to_input` by hand: the input gradient of every layer
+        down to the first's, no weight's, with autograd's formulas (so equal to autograd's
+        bit for bit)."""
+        if not self._backprop_by_hand:
+            return super().backprop_to_input(saved, grad_output)
+        _, outputs = saved
+        g = grad_output
+        with torch.no_grad():
+            for i in reversed(range(len(self._layers))):
+                weight, _, activation, narrow = self._layers[i]
+                if activation is tanh_:
+                    g = kernels.tanh_backward(g, outputs[i], out=g is not grad_output)
+                elif activation is torch.relu_:
+                    g = kernels.relu_backward(g, outputs[i], out=g is not grad_output)
+                g = self._input_grad(g, weight, narrow)
+        return g
 
     @staticmethod
     def _weight_grad(
