@@ -28,11 +28,13 @@ loss is per lane (``[lanes]``) and summed over the lanes before ``backward()``, 
 and the critics each have their own :class:`~rlbench.lanes.LaneParameters` and
 :class:`~rlbench.lanes.LaneOptimizer`.
 
-Read it top to bottom: the critics' loss, config, construction, ``act``, ``observe``, the
-gradient step, saving. The critics' gradient is computed by hand from :func:`critic_loss`
-(its plain autograd form; :func:`rlbench_offpolicy.common.backprop_twin_critics`), bit for
-bit autograd's (``tests/test_offpolicy.py`` holds it to a plain-autograd gradient step); the
-actor's loss is backpropagated by autograd.
+Read it top to bottom: the losses, config, construction, ``act``, ``observe``, the gradient
+step, saving. :func:`critic_loss` and :func:`actor_loss` are the losses in plain autograd
+form; the gradient step computes their gradients by hand (the critics' through
+:func:`rlbench_offpolicy.common.backprop_twin_critics`, the actor's through Q1 to its input
+and back through the tanh and the actor), autograd's formulas in autograd's order, so bit for
+bit autograd's gradients at the built-in layer sizes (``tests/test_offpolicy.py`` holds a
+gradient step to the same step in plain autograd).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from rlbench.lanes import (
     LaneParameters,
     LaneReplayBuffer,
     flat_size,
+    kernels,
     lane_slice,
     polyak_update,
     stack_networks,
@@ -64,6 +67,14 @@ def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor) -> tor
     :meth:`TD3.gradient_step` computes its gradient by hand
     (:func:`rlbench_offpolicy.common.backprop_twin_critics`), equal to autograd's of this."""
     return (q1 - target).square().mean(dim=1) + (q2 - target).square().mean(dim=1)
+
+
+def actor_loss(q1_pi: torch.Tensor) -> torch.Tensor:
+    """SB3's actor loss, per lane ``[lanes]``: ``-mean(Q1(s, mu(s)))`` over the minibatch,
+    ``q1_pi`` ``[lanes, batch]``, ``mu(s) = tanh(actor(s))``. The plain form:
+    :meth:`TD3.gradient_step` backpropagates it by hand through Q1 and the actor, equal to
+    autograd's gradient of it."""
+    return -q1_pi.mean(dim=1)
 
 
 class TD3Config(AgentConfig):
@@ -227,14 +238,21 @@ class TD3(LaneAgent[TD3Config]):
             return loss, None
 
         # Delayed: the actor up Q1(s, mu(s)) (only its weights change), then every target.
-        x_pi = torch.cat([b.obs, torch.tanh(self.actor(b.obs))], dim=-1)
-        actor_loss = -self.qf1(x_pi).squeeze(-1).mean(dim=1)
-        self.actor_params.zero_grad()
-        actor_loss.sum().backward(inputs=self.actor_params.params)
+        # actor_loss's gradient by hand, autograd's formulas: -1 / batch for each Q1 value,
+        # Q1 backpropagated to its input, the action's columns of it through the tanh and
+        # the actor.
+        out, saved = self.actor.forward_for_backprop(b.obs)
+        action = torch.tanh(out)
+        q1_pi, saved_q1 = self.qf1.forward_for_backprop(torch.cat([b.obs, action], dim=-1))
+        loss_pi = actor_loss(q1_pi.squeeze(-1))
+        grad_q1 = -(torch.full_like(q1_pi, 1.0) / c.batch_size)
+        grad_x = self.qf1.backprop_to_input(saved_q1, grad_q1)
+        grad_out = kernels.tanh_backward(grad_x[..., b.obs.shape[-1] :], action)
+        self.actor.backprop(saved, grad_out, self.actor_params.grad_views)
         self.actor_optimizer.step(c.learning_rate)
         polyak_update(self.critic_target_params, self.critic_params, c.tau)
         polyak_update(self.actor_target_params, self.actor_params, c.tau)
-        return loss, actor_loss.detach()
+        return loss, loss_pi
 
     # ------------------------------------------------------------------ saving
 
