@@ -174,6 +174,27 @@ def executor_options(help_executor: str) -> Callable[[Callable[..., Any]], Calla
     return decorate
 
 
+def log_options(
+    help_log: str, default_dir: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--log NAMES`` (with ``help_log``) and ``--log-dir`` (files under ``default_dir`` by
+    default): the experiment trackers of `run` and `tune`."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option(
+            "--log-dir",
+            default=None,
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Where trackers that write files write them (TensorBoard's event files, "
+            f"MLflow's local store, W&B's offline runs) [default: {default_dir}].",
+        )(command)
+        return click.option("--log", "log_names", default=None, metavar="NAMES", help=help_log)(
+            command
+        )
+
+    return decorate
+
+
 @cli.command("run")
 @click.argument("suite_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
@@ -231,21 +252,11 @@ def executor_options(help_executor: str) -> Callable[[Callable[..., Any]], Calla
     help="Run seeds 0..N-1 instead of the suite's `seeds` (e.g. more seeds for published "
     "results; the runs of seeds already done are kept).",
 )
-@click.option(
-    "--log",
-    "log_names",
-    default=None,
-    metavar="NAMES",
-    help="Experiment trackers to log every run to, comma-separated: tensorboard, mlflow, "
-    "wandb or a plugin's (`rlbench list` shows them); overrides the suite's `log`, and "
-    "'none' logs nowhere. Logging changes no result file.",
-)
-@click.option(
-    "--log-dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where trackers that write files write them (TensorBoard's event files, MLflow's "
-    "local store, W&B's offline runs) [default: RESULTS/<suite name>/logs].",
+@log_options(
+    "Experiment trackers to log every run to, comma-separated: tensorboard, mlflow, wandb or "
+    "a plugin's (`rlbench list` shows them); overrides the suite's `log`, and 'none' logs "
+    "nowhere. Logging changes no result file.",
+    "RESULTS/<suite name>/logs",
 )
 @click.option("--force", is_flag=True, help="Redo runs that already completed.")
 @click.option(
@@ -846,20 +857,11 @@ def evaluate_command(options: _Options, run_dir: Path, episodes: int | None) -> 
     default=None,
     help="Torch threads per worker [default: 1; small networks run fastest on one].",
 )
-@click.option(
-    "--log",
-    "log_names",
-    default=None,
-    metavar="NAMES",
-    help="Experiment trackers to log every trial's runs to, comma-separated: tensorboard, "
-    "mlflow, wandb or a plugin's; overrides the suite's `log`, and 'none' logs nowhere. "
-    "Runs are named trial-<number>/<run id>, in a project named after the study.",
-)
-@click.option(
-    "--log-dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where trackers that write files write them [default: RESULTS/<suite>/tune/<study>/logs].",
+@log_options(
+    "Experiment trackers to log every trial's runs to, comma-separated: tensorboard, mlflow, "
+    "wandb or a plugin's; overrides the suite's `log`, and 'none' logs nowhere. Runs are "
+    "named trial-<number>/<run id>, in a project named after the study.",
+    "RESULTS/<suite>/tune/<study>/logs",
 )
 @executor_options(
     "Where the workers run: processes here, or tasks on a Ray cluster (with --jobs "

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from conftest import RAY_ENV, REPO, TINY_SUITE, rlbench_cmd
 from run_files import differences
+from test_tune import tiny_tune
 
 from rlbench.loggers import LogContext, Logger, LoggerSpec, RunStart, parse_names
 from rlbench.tracking import Tracking
@@ -468,32 +469,6 @@ def test_mlflow_runs_hold_the_recorded_values(logged, monkeypatch):
         assert history("train/loss") == [(int(m["step"]), float(m["loss"])) for m in metrics]
 
 
-TUNE_SUITE = """
-name = "tt"
-seeds = 2
-environments = ["CartPole-v1"]
-
-[budget]
-steps = 200
-eval_interval = 100
-eval_episodes = 2
-
-[[agents]]
-name = "dqn"
-config = { learning_starts = 50, train_frequency = 50, gradient_steps = 2, buffer_size = 1000 }
-network = { name = "mlp", hidden_sizes = [16] }
-
-[tune]
-trials = 2
-seeds_per_trial = 2
-warmup_steps = 0
-use_default_space = false
-
-[tune.space.dqn]
-learning_rate = { low = 1e-4, high = 1e-2, log = true }
-"""
-
-
 @pytest.mark.skipif(
     not (_installed("tensorboard") and _installed("mlflow")),
     reason="pip install -c constraints.txt -e '.[tensorboard,mlflow]'",
@@ -504,14 +479,15 @@ def test_tune_logs_every_trials_runs_to_the_trackers(tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    suite = tmp_path / "tune.toml"
-    suite.write_text(TUNE_SUITE)
+    suite = tiny_tune(tmp_path)
     proc = rlbench_cmd(
         "tune",
         "--suite",
         str(suite),
         "--results",
         str(tmp_path / "results"),
+        "--trials",
+        "2",
         "--jobs",
         "2",
         "--log",
@@ -556,8 +532,7 @@ def test_tune_logs_every_trials_runs_to_the_trackers(tmp_path, monkeypatch):
 
 
 def test_tune_refuses_an_unknown_tracker_before_any_trial(tmp_path):
-    suite = tmp_path / "tune.toml"
-    suite.write_text(TUNE_SUITE)
+    suite = tiny_tune(tmp_path)
     proc = rlbench_cmd(
         "tune", "--suite", str(suite), "--results", str(tmp_path / "r"), "--log", "tensorbord"
     )
