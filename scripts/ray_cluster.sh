@@ -79,8 +79,14 @@ stop)
             [[ -n "$(members)" ]] || break
             sleep 0.5
         done
-        pids=$(members | sort -u)
-        [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
+        # What is left, and whatever a node started meanwhile, is killed; and waited for,
+        # so that no process of the cluster is still exiting when `stop` returns.
+        for _ in $(seq 20); do
+            pids=$(members | sort -u)
+            [[ -n "$pids" ]] || break
+            kill -KILL $pids 2>/dev/null || true
+            sleep 0.5
+        done
     fi
     ;;
 *)
