@@ -940,8 +940,7 @@ def tune_command(
         + (f"; fixed: {plan.fixed}" if plan.fixed else "")
         + (
             f"\nLogging each trial's runs to {', '.join(job.log)} (project {name!r}, runs "
-            f"trial-<number>/<run id>; files under "
-            f"{log_dir or location.study_dir / 'logs'})."
+            f"trial-<number>/<run id>; files under {job.tracker_dir})."
             if job.log
             else ""
         ),

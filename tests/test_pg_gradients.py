@@ -221,6 +221,15 @@ def test_a2c_gradient_is_the_autograd_gradient_of_its_reference_loss(network, sp
     assert_gradient_is_the_reference_gradient(agent, random_batch(agent, 10))
 
 
+def stacked_case(activation: str, rows: int, n_out: int):
+    """Three lanes of a 5 -> 32 -> 16 -> ``n_out`` MLP, an input of ``rows`` rows and a
+    gradient with respect to the output."""
+    torch.manual_seed(0)
+    config = MLPConfig(hidden_sizes=[32, 16], activation=activation)
+    net = stack_networks([build_mlp(5, n_out, config) for _ in range(3)])
+    return net, torch.randn(3, rows, 5), torch.randn(3, rows, n_out)
+
+
 @pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
 @pytest.mark.parametrize("rows", [1, 7, 600])
 @pytest.mark.parametrize("n_out", [1, 2, 40])
@@ -228,11 +237,7 @@ def test_stacked_backprop_is_autograds(activation, rows, n_out):
     """Every layer kind of the stacked fast path (wide, narrow, a value head, one row, the
     in-place tanh and the narrow product from their thresholds on) backpropagates as
     autograd does; an activation without a hand-written gradient (ELU) through autograd."""
-    torch.manual_seed(0)
-    config = MLPConfig(hidden_sizes=[32, 16], activation=activation)
-    net = stack_networks([build_mlp(5, n_out, config) for _ in range(3)])
-    x = torch.randn(3, rows, 5)
-    grad_output = torch.randn(3, rows, n_out)
+    net, x, grad_output = stacked_case(activation, rows, n_out)
     out, saved = net.forward_for_backprop(x)
     torch.testing.assert_close(out, net(x))
     grads = [torch.full_like(p, float("nan")) for p in net.parameters()]
@@ -248,11 +253,7 @@ def test_stacked_backprop_is_autograds(activation, rows, n_out):
 def test_stacked_backprop_to_input_is_autograds(activation, rows, n_out):
     """The gradient with respect to the input (an actor's loss through a critic): by hand as
     autograd computes it, through autograd for ELU, and no parameter's gradient touched."""
-    torch.manual_seed(0)
-    config = MLPConfig(hidden_sizes=[64, 16], activation=activation)
-    net = stack_networks([build_mlp(5, n_out, config) for _ in range(3)])
-    x = torch.randn(3, rows, 5)
-    grad_output = torch.randn(3, rows, n_out)
+    net, x, grad_output = stacked_case(activation, rows, n_out)
     _, saved = net.forward_for_backprop(x)
     got = net.backprop_to_input(saved, grad_output)
     leaf = x.clone().requires_grad_()

@@ -277,12 +277,8 @@ class StackedSequential(StackedNetwork):
         with torch.no_grad():
             for i in reversed(range(len(self._layers))):
                 weight, bias, activation, narrow = self._layers[i]
-                x, y = inputs[i], outputs[i]
-                if activation is tanh_:
-                    # In place on a gradient this pass made; never on the caller's.
-                    g = kernels.tanh_backward(g, y, out=g is not grad_output)
-                elif activation is torch.relu_:
-                    g = kernels.relu_backward(g, y, out=g is not grad_output)
+                x = inputs[i]
+                g = self._activation_grad(g, outputs[i], activation, g is not grad_output)
                 # Each gradient is computed straight into its place (out=): a view of the
                 # agent's gradient buffer (rlbench.lanes.LaneParameters.grad), never a copy.
                 if bias is not None:
@@ -302,11 +298,20 @@ class StackedSequential(StackedNetwork):
         with torch.no_grad():
             for i in reversed(range(len(self._layers))):
                 weight, _, activation, narrow = self._layers[i]
-                if activation is tanh_:
-                    g = kernels.tanh_backward(g, outputs[i], out=g is not grad_output)
-                elif activation is torch.relu_:
-                    g = kernels.relu_backward(g, outputs[i], out=g is not grad_output)
+                g = self._activation_grad(g, outputs[i], activation, g is not grad_output)
                 g = self._input_grad(g, weight, narrow)
+        return g
+
+    @staticmethod
+    def _activation_grad(
+        g: torch.Tensor, y: torch.Tensor, activation: Callable[..., Any] | None, fresh: bool
+    ) -> torch.Tensor:
+        """``g`` through the activation whose output was ``y`` (none: ``g``); in place when
+        ``g`` is ``fresh``, a gradient this pass made, never on the caller's."""
+        if activation is tanh_:
+            return kernels.tanh_backward(g, y, out=fresh)
+        if activation is torch.relu_:
+            return kernels.relu_backward(g, y, out=fresh)
         return g
 
     @staticmethod

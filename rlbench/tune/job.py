@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlbench.loggers import LOGS_DIRNAME
 from rlbench.tune.plan import TunePlan
 from rlbench.tune.space import grid_size
 
@@ -60,6 +61,11 @@ class TuneJob:
     ``--log``, else the suite's ``log``."""
     log_dir: Path | None = None
     """Where file-based trackers write; ``None``: ``RESULTS/<suite>/tune/<study>/logs``."""
+
+    @property
+    def tracker_dir(self) -> Path:
+        """Where file-based trackers write: ``log_dir``, else the study's ``logs`` folder."""
+        return self.log_dir if self.log_dir is not None else self.location.study_dir / LOGS_DIRNAME
 
     @property
     def target(self) -> int:

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from rlbench.loggers import LOGS_DIRNAME, LogContext
+from rlbench.loggers import LogContext
 from rlbench.plugins import Catalogue
 from rlbench.recording import ProgressCallback
 from rlbench.tracking import Tracking
@@ -58,7 +58,7 @@ def trial_tracking(
     context = LogContext(
         suite=location.study_name,
         suite_dir=location.study_dir,
-        log_dir=job.log_dir if job.log_dir is not None else location.study_dir / LOGS_DIRNAME,
+        log_dir=job.tracker_dir,
         runs=tuple(trial_run_name(number, run_id) for run_id in run_ids),
     )
     tune_info = {"study": location.study_name, "trial": number}
