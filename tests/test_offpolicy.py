@@ -120,6 +120,18 @@ def test_rlbench_list_shows_sac_and_td3():
         )
 
 
+@pytest.mark.parametrize(("name", "hidden"), [("sac", [256, 256]), ("td3", [400, 300])])
+def test_a_suite_naming_no_network_trains_sb3s_default_networks(name, hidden):
+    # Stable-Baselines3 2.x's MlpPolicy defaults (sac/policies.py: 256-256; td3/policies.py:
+    # 400-300, the TD3 paper's), which RL Zoo's MuJoCo entries use: they name no net_arch.
+    proc = rlbench_cmd("--no-plugin-autoload", "list", "-v")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    block = out[out.index(f"\n{name}  [offpolicy") :]
+    block = block[: block.index("\n", block.index("default network:"))]
+    assert f"  default network: mlp, hidden_sizes={hidden}" in block
+
+
 @pytest.mark.parametrize("agent_cls", [SAC, TD3])
 def test_check_spaces_accepts_only_bounded_box_actions_and_box_observations(agent_cls):
     assert agent_cls.check_spaces(OBS, ACTIONS) is None

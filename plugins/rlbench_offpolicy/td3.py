@@ -127,8 +127,8 @@ class TD3(LaneAgent[TD3Config]):
     delayed actor and target updates (Stable-Baselines3's TD3); for bounded Box actions."""
 
     Config: ClassVar[type[AgentConfig]] = TD3Config
-    # SB3's TD3 MlpPolicy: 256-256 ReLU for the actor and each critic.
-    default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [256, 256]}
+    # SB3's TD3 MlpPolicy (the paper's networks): 400-300 ReLU for the actor and each critic.
+    default_network: ClassVar[Mapping[str, Any]] = {"name": "mlp", "hidden_sizes": [400, 300]}
     network_roles: ClassVar[tuple[str, ...]] = ("actor", "critic")
 
     @classmethod
