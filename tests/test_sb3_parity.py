@@ -9,6 +9,12 @@ inputs, to float32 rounding: the two run different kernels (stacked ``baddbmm`` 
 torch's), so the check is a tolerance far below how far training moved the networks. The
 test also asserts that they moved that far.
 
+Rounding does not stay at rounding forever: Adam divides each gradient by its running RMS,
+so a weight whose gradient is near zero moves by up to the learning rate whichever way the
+rounding tips it. At HalfCheetah's sizes (17 observations, 6 actions, 400-300 networks,
+batch 256) the two stay within 1e-6 for about 30 steps, then one such weight parts them by
+1e-5 to 1e-3 in a step. At these sizes no such step came within 60; the test takes 40.
+
 This is what makes the side-by-side benchmark (benchmarks/sb3_offpolicy.py) a comparison of
 implementations of one algorithm: any difference in the losses, the targets, the delays, the
 temperature or the optimizer shows here, without the seeds' noise of a learning curve.
@@ -42,7 +48,7 @@ ACTIONS = gym.spaces.Box(
 HIDDEN = [64, 64]
 BATCH = 64
 FILL = 500  # transitions in the replay before the first gradient step
-STEPS = 60  # gradient steps compared
+STEPS = 40  # gradient steps compared
 
 
 class Blank(gym.Env):
