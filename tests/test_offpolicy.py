@@ -121,7 +121,7 @@ def test_rlbench_list_shows_sac_and_td3():
 
 
 @pytest.mark.parametrize(("name", "hidden"), [("sac", [256, 256]), ("td3", [400, 300])])
-def test_a_suite_naming_no_network_trains_sb3s_default_networks(name, hidden):
+def test_the_default_networks_are_sb3s_mlp_policy_defaults(name, hidden):
     # Stable-Baselines3 2.x's MlpPolicy defaults (sac/policies.py: 256-256; td3/policies.py:
     # 400-300, the TD3 paper's), which RL Zoo's MuJoCo entries use: they name no net_arch.
     proc = rlbench_cmd("--no-plugin-autoload", "list", "-v")

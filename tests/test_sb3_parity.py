@@ -28,12 +28,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from rlbench_mlp import MLPConfig, build_mlp
 from rlbench_offpolicy import common
-from rlbench_offpolicy.sac import SAC, SACConfig
-from rlbench_offpolicy.td3 import TD3, TD3Config
+from test_offpolicy import ACTIONS, OBS, make_agent
 
-from rlbench import AgentContext, Transition
+from rlbench import Transition
 
 sb3 = pytest.importorskip(
     "stable_baselines3", reason="stable-baselines3 (in the test extra) is not installed"
@@ -41,10 +39,6 @@ sb3 = pytest.importorskip(
 from stable_baselines3.common.logger import configure  # noqa: E402
 from stable_baselines3.common.type_aliases import ReplayBufferSamples  # noqa: E402
 
-OBS = gym.spaces.Box(-np.inf, np.inf, shape=(5,), dtype=np.float32)
-ACTIONS = gym.spaces.Box(
-    np.array([-2.0, 0.0], dtype=np.float32), np.array([2.0, 0.5], dtype=np.float32)
-)
 HIDDEN = [64, 64]
 BATCH = 64
 FILL = 500  # transitions in the replay before the first gradient step
@@ -58,46 +52,24 @@ class Blank(gym.Env):
     action_space = ACTIONS
 
     def reset(self, *, seed=None, options=None):
-        return np.zeros(5, dtype=np.float32), {}
+        return np.zeros(OBS.shape, dtype=np.float32), {}
 
     def step(self, action):
-        return np.zeros(5, dtype=np.float32), 0.0, False, False, {}
+        return np.zeros(OBS.shape, dtype=np.float32), 0.0, False, False, {}
 
 
 def rlbench_agent(name: str, config: dict[str, Any]):
-    """A one-lane agent, and the networks it was built from (in the order it asked for them:
-    the actor, then the critics), which still hold the initial weights."""
-    built: list[torch.nn.Module] = []
-    torch.manual_seed(0)
-
-    def make_lane_networks(n_in: int, n_out: int, role: str | None = None) -> list:
-        network = build_mlp(n_in, n_out, MLPConfig(hidden_sizes=HIDDEN))
-        built.append(network)
-        return [network]
-
-    rng = np.random.default_rng(0)
-    context = AgentContext(
-        observation_space=OBS,
-        action_space=ACTIONS,
-        num_envs=1,
-        device=torch.device("cpu"),
-        seed=0,
-        rng=rng,
-        total_steps=FILL + STEPS,
-        make_network=lambda n_in, n_out: make_lane_networks(n_in, n_out)[0],
-        lanes=1,
-        lane_seeds=(0,),
-        lane_rngs=(rng,),
-        make_lane_networks=make_lane_networks,
+    """A one-lane agent (seed 0, ``HIDDEN`` networks) whose replay holds ``FILL`` made-up
+    transitions of random observations, before its first gradient step."""
+    agent = make_agent(
+        name, hidden=tuple(HIDDEN), batch_size=BATCH, learning_starts=10**9, **config
     )
-    agent_cls, config_cls = {"sac": (SAC, SACConfig), "td3": (TD3, TD3Config)}[name]
-    agent = agent_cls(config_cls(**config, batch_size=BATCH, learning_starts=10**9), context)
     # Fill the replay with made-up transitions (random actions: learning_starts not reached).
     gen = torch.Generator().manual_seed(1)
-    obs = torch.randn(1, 1, 5, generator=gen)
+    obs = torch.randn(1, 1, *OBS.shape, generator=gen)
     for i in range(FILL):
         action = agent.act(obs)
-        next_obs = torch.randn(1, 1, 5, generator=gen)
+        next_obs = torch.randn(1, 1, *OBS.shape, generator=gen)
         reward = torch.randn(1, 1, generator=gen) - action.square().sum(-1)
         agent.observe(
             Transition(
@@ -110,20 +82,14 @@ def rlbench_agent(name: str, config: dict[str, Any]):
             )
         )
         obs = next_obs
-    return agent, built
+    return agent
 
 
-def copy_mlp(source: torch.nn.Module, target: torch.nn.Sequential) -> None:
-    """Copy an rlbench MLP's linear layers into SB3's ``nn.Sequential`` of the same shape."""
-    linears = [m for m in target if isinstance(m, torch.nn.Linear)]
-    sources = [m for m in source.modules() if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == len(sources)
-    for s, t in zip(sources, linears, strict=True):
-        t.load_state_dict(s.state_dict())
-
-
-def sb3_model(name: str, built: list[torch.nn.Module], **kwargs: Any):
-    """SB3's model with rlbench's initial weights (its targets copies of them)."""
+def sb3_model(name: str, agent, **kwargs: Any):
+    """SB3's model with ``agent``'s current weights (its targets copies of them). rlbench's
+    networks and SB3's are ``nn.Sequential`` MLPs with the same keys (``lane_state_dict``
+    gives a lane's weights under them), but for SAC's actor: SB3 splits its last layer, the
+    mean and log-std outputs, into two heads."""
     algorithm = {"sac": sb3.SAC, "td3": sb3.TD3}[name]
     model = algorithm(
         "MlpPolicy",
@@ -135,24 +101,25 @@ def sb3_model(name: str, built: list[torch.nn.Module], **kwargs: Any):
         **kwargs,
     )
     model.set_logger(configure(None, []))
-    actor, qf1, qf2 = built
+    actor = agent.actor.lane_state_dict(0)
     if name == "sac":
-        # rlbench's actor outputs [mean, log_std]: SB3 splits that last layer into two heads.
-        first = torch.nn.Sequential(*list(actor)[:-1])
-        copy_mlp(first, model.actor.latent_pi)
-        last = list(actor)[-1]
-        half = last.out_features // 2
+        last = f"{len(HIDDEN) * 2}."  # the output layer's key in the Sequential
+        model.actor.latent_pi.load_state_dict(
+            {k: v for k, v in actor.items() if not k.startswith(last)}
+        )
+        half = agent.actions.size
         for head, rows in (
             (model.actor.mu, slice(0, half)),
             (model.actor.log_std, slice(half, None)),
         ):
-            head.weight.data.copy_(last.weight.data[rows])
-            head.bias.data.copy_(last.bias.data[rows])
+            head.load_state_dict(
+                {"weight": actor[last + "weight"][rows], "bias": actor[last + "bias"][rows]}
+            )
     else:
-        copy_mlp(actor, model.actor.mu)
+        model.actor.mu.load_state_dict(actor)
         model.actor_target.load_state_dict(model.actor.state_dict())
-    copy_mlp(qf1, model.critic.q_networks[0])
-    copy_mlp(qf2, model.critic.q_networks[1])
+    model.critic.q_networks[0].load_state_dict(agent.qf1.lane_state_dict(0))
+    model.critic.q_networks[1].load_state_dict(agent.qf2.lane_state_dict(0))
     model.critic_target.load_state_dict(model.critic.state_dict())
     return model
 
@@ -199,11 +166,11 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "config"), CASES)
 def test_each_gradient_step_is_sb3s_on_the_same_minibatch_and_noise(monkeypatch, name, config):
-    agent, built = rlbench_agent(name, config)
-    model = sb3_model(name, built, **config)
+    agent = rlbench_agent(name, config)
+    model = sb3_model(name, agent, **config)
     gen = torch.Generator().manual_seed(2)
-    probe = torch.randn(256, 5, generator=gen)
-    probe_action = torch.rand(256, 2, generator=gen) * 2 - 1
+    probe = torch.randn(256, *OBS.shape, generator=gen)
+    probe_action = torch.rand(256, agent.actions.size, generator=gen) * 2 - 1
     start, _ = outputs(name, agent, model, probe, probe_action)
 
     # What rlbench's step draws, recorded for SB3's step.
